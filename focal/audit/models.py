@@ -1,0 +1,54 @@
+"""Immutable records of what happened: one per turn, plus events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from focal.models import FrozenFocalModel, utc_now
+
+
+class MatchedRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule_id: UUID
+    name: str
+    score: float
+
+
+class TokenCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+
+
+class TurnRecord(FrozenFocalModel):
+    id: UUID = Field(default_factory=uuid4)
+    tenant_id: UUID
+    agent_id: UUID
+    session_id: UUID
+    turn_number: int = Field(ge=1)
+    user_message: str
+    assistant_response: str
+    context_extracted: dict[str, Any] = Field(default_factory=dict)
+    rules_matched: list[MatchedRule] = Field(default_factory=list)
+    scenario_state: dict[str, Any] = Field(default_factory=dict)
+    tools_executed: list[dict[str, Any]] = Field(default_factory=list)
+    token_usage: TokenCounts = Field(default_factory=TokenCounts)
+    latency_ms: float = Field(default=0.0, ge=0)
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class AuditEvent(FrozenFocalModel):
+    id: UUID = Field(default_factory=uuid4)
+    tenant_id: UUID
+    session_id: UUID | None = None
+    turn_id: UUID | None = None  # not a foreign key: events may precede their turn
+    event_type: str = Field(min_length=1, max_length=100)
+    event_data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utc_now)

@@ -1,0 +1,77 @@
+"""Live conversation state: the session a customer has with an agent."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import Field
+
+from focal.models import FocalModel, utc_now
+
+
+class Channel(StrEnum):
+    WEB = "WEB"
+    API = "API"
+    WHATSAPP = "WHATSAPP"
+    SLACK = "SLACK"
+    EMAIL = "EMAIL"
+    SMS = "SMS"
+    VOICE = "VOICE"
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    IDLE = "IDLE"
+    CLOSED = "CLOSED"
+
+
+class StepVisit(FocalModel):
+    """One entry into a scenario step, kept in ``Session.step_history``."""
+
+    step_id: UUID
+    step_name: str
+    step_content_hash: str
+    entered_at: datetime = Field(default_factory=utc_now)
+    turn_number: int = Field(ge=0)
+    transition_reason: str | None = None
+
+
+class Session(FocalModel):
+    """A conversation between one customer and one agent on one channel.
+
+    ``version`` is the optimistic-concurrency counter: a save succeeds only when the stored
+    version equals this one (0 for a new session), and the stored copy gets ``version + 1``.
+    """
+
+    session_id: UUID = Field(default_factory=uuid4)
+    tenant_id: UUID
+    agent_id: UUID
+    customer_profile_id: UUID | None = None
+    channel: Channel
+    user_channel_id: str = Field(min_length=1, max_length=255)
+    status: SessionStatus = SessionStatus.ACTIVE
+    config_version: int = Field(default=1, ge=1)
+    variables: dict[str, Any] = Field(default_factory=dict)
+    active_scenario_id: UUID | None = None
+    active_scenario_version: int | None = None
+    current_step_id: UUID | None = None
+    step_history: list[StepVisit] = Field(default_factory=list)
+    rule_fires: dict[str, int] = Field(default_factory=dict)  # rule id (str) -> fire count
+    rule_last_fire_turn: dict[str, int] = Field(default_factory=dict)  # rule id (str) -> turn number
+    turn_count: int = Field(default=0, ge=0)
+    pending_migration: dict[str, Any] | None = None
+    version: int = Field(default=0, ge=0)
+    created_at: datetime = Field(default_factory=utc_now)
+    last_activity_at: datetime = Field(default_factory=utc_now)
+
+    def current_step_hash(self) -> str | None:
+        """The content hash of the step the session is in, from the latest visit."""
+        if self.current_step_id is None:
+            return None
+        for visit in reversed(self.step_history):
+            if visit.step_id == self.current_step_id:
+                return visit.step_content_hash
+        return None

@@ -1,0 +1,64 @@
+"""structlog set-up: JSON lines in production, a readable console in a terminal.
+
+Context that belongs to a request (``tenant_id``, ``request_id``) is bound with
+``bind_request_context`` and travels through contextvars, so every log line emitted while
+handling the request carries it without passing a logger around.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+
+def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
+    """Configure structlog and the standard library's root logger once, at start-up.
+
+    ``json_output=None`` chooses JSON unless stderr is a terminal.
+    """
+    if json_output is None:
+        json_output = not sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if json_output:
+        renderer = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.format_exc_info)
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def get_logger(name: str | None = None) -> Any:
+    """A structlog logger; ``name`` becomes the ``logger`` key of each event."""
+    if name is None:
+        return structlog.get_logger()
+    return structlog.get_logger().bind(logger=name)
+
+
+def bind_request_context(*, tenant_id: UUID | str | None = None, request_id: str | None = None) -> None:
+    """Bind request-scoped values to every log line of the current task."""
+    values: dict[str, str] = {}
+    if tenant_id is not None:
+        values["tenant_id"] = str(tenant_id)
+    if request_id is not None:
+        values["request_id"] = request_id
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear_request_context() -> None:
+    """Forget everything bound with ``bind_request_context``."""
+    structlog.contextvars.clear_contextvars()

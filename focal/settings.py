@@ -1,0 +1,161 @@
+"""Focal's configuration: one ``Settings`` object, built once at start-up.
+
+Sources, highest priority first: keyword arguments, environment variables (prefix ``FOCAL_``,
+nested sections joined with ``__``, e.g. ``FOCAL_DATABASE__POOL_MAX_SIZE=20``), an optional TOML
+file (``Settings.load(config_file=...)`` or ``FOCAL_CONFIG_FILE``), then the defaults below.
+
+Every section forbids unknown keys, so ``FOCAL_REDIS__HOT_TTL=60`` (misspelt) is an error at
+start-up instead of a silently ignored setting. Vendor API keys are also read from their usual
+names (``ANTHROPIC_API_KEY``, ``OPENAI_API_KEY``) and kept as ``SecretStr``.
+
+Stores and providers never read the environment: whoever builds them passes these values in.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageBackend(StrEnum):
+    """Where state lives. Chosen explicitly: Focal never falls back from one to another."""
+
+    EMBEDDED = "embedded"  # start PostgreSQL + pgvector and a Redis-compatible server as children
+    EXTERNAL = "external"  # use database.url and redis.url
+    MEMORY = "memory"  # in-memory reference stores; nothing persists
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(default=None, description="PostgreSQL DSN, e.g. postgresql://u:p@host/db")
+    pool_min_size: int = Field(default=2, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    command_timeout_seconds: float = Field(default=30.0, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    # 0 disables asyncpg's prepared-statement cache, required behind PgBouncer in transaction mode.
+    statement_cache_size: int = Field(default=100, ge=0)
+
+
+class RedisSettings(_Section):
+    url: str | None = Field(default=None, description="redis://host:port/db")
+    cluster: bool = False
+    key_prefix: str = Field(default="focal", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    hot_ttl_seconds: int = Field(default=1800, ge=1)
+    max_age_seconds: int = Field(default=604800, ge=1)
+    max_session_bytes: int = Field(default=1_048_576, ge=1024)
+    max_connections: int = Field(default=50, ge=1)
+    socket_timeout_seconds: float = Field(default=5.0, gt=0)
+
+
+class EmbeddingSettings(_Section):
+    provider: str = Field(default="hashing", description="hashing | openai")
+    model: str | None = None
+    dimensions: int = Field(default=1536, ge=1, le=16000)
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class LLMSettings(_Section):
+    provider: str = Field(default="offline", description="offline | anthropic | openai")
+    model: str | None = None
+    base_url: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    deadline_seconds: float = Field(default=120.0, gt=0)
+
+
+class AuthSettings(_Section):
+    jwt_secret: SecretStr | None = None
+    token_ttl_seconds: int = Field(default=86400, ge=60)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_output: bool | None = Field(default=None, description="None: JSON unless stderr is a terminal")
+
+
+class Settings(BaseSettings):
+    """All of Focal's configuration. Build it once; pass the pieces down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FOCAL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    storage: StorageBackend = StorageBackend.EMBEDDED
+    data_dir: Path = Path(".focal")
+
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    llm: LLMSettings = LLMSettings()
+    auth: AuthSettings = AuthSettings()
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("FOCAL_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("FOCAL_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+
+    # Set by ``load`` before construction; read by ``settings_customise_sources``.
+    _toml_file: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_file = cls._toml_file
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from overrides, the environment and an optional TOML file.
+
+        ``config_file`` defaults to ``$FOCAL_CONFIG_FILE``; a named file that does not exist is
+        an error rather than silently ignored.
+        """
+        from focal.errors import ConfigurationError
+
+        path = config_file if config_file is not None else os.environ.get("FOCAL_CONFIG_FILE")
+        toml_path = Path(path) if path else None
+        if toml_path is not None and not toml_path.is_file():
+            raise ConfigurationError(f"config file {toml_path} does not exist")
+        previous = cls._toml_file
+        cls._toml_file = toml_path
+        try:
+            return cls(**overrides)
+        finally:
+            cls._toml_file = previous
