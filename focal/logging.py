@@ -43,10 +43,15 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger`` key of each event."""
+    """A structlog logger; ``name`` becomes the ``logger_name`` key of each event.
+
+    The logger is a lazy proxy: it picks up the configuration of ``configure_logging`` even when
+    it was created at import time, before that configuration ran.
+    """
     if name is None:
         return structlog.get_logger()
-    return structlog.get_logger().bind(logger=name)
+    # Not ``logger=``: that name is taken by structlog.wrap_logger's own first parameter.
+    return structlog.get_logger(logger_name=name)
 
 
 def bind_request_context(*, tenant_id: UUID | str | None = None, request_id: str | None = None) -> None:

@@ -56,7 +56,8 @@ class ConfigStore(ABC):
     async def get_agents(
         self, tenant_id: UUID, *, enabled_only: bool = False, limit: int = 20, offset: int = 0
     ) -> tuple[list[Agent], int]:
-        """A page of live agents (created_at desc, id) and the total count of live agents."""
+        """A page of live agents (created_at desc, id) and the total count of live agents that
+        match ``enabled_only``."""
 
     @abstractmethod
     async def save_agent(self, agent: Agent) -> UUID: ...

@@ -8,7 +8,10 @@ Rules every backend follows (proven by ``tests/contract/test_profile_store.py``)
 - ``get_or_create`` is race-safe: concurrent calls for one identity yield one profile;
 - ``update_field`` closes the current value (``valid_to = now``) and opens a new one, so history
   is kept; on an unknown profile it is ``NotFoundError``;
-- multi-row writes (merge, update_field, delete) are all-or-nothing.
+- multi-row writes (merge, update_field, delete) are all-or-nothing;
+- writes through a merged profile id act on the profile it was merged into; merging a profile that
+  is already merged (as source or target) is a ``ConflictError``;
+- ``update_field`` sets the validity times itself (the new value starts when the old one ends).
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class ProfileStore(ABC):
     async def get_or_create(
         self, tenant_id: UUID, channel: Channel, channel_user_id: str
     ) -> CustomerProfile: ...
+
+    @abstractmethod
+    async def set_external_id(
+        self, tenant_id: UUID, profile_id: UUID, external_id: str | None
+    ) -> CustomerProfile:
+        """Set (or clear, with ``None``) the profile's external id, unique per tenant
+        (``ConflictError`` when another profile of the tenant has it)."""
 
     @abstractmethod
     async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> None:

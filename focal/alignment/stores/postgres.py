@@ -1,0 +1,267 @@
+"""The PostgreSQL ConfigStore (asyncpg + pgvector), schema from revision 0002.
+
+Behaves exactly like ``InMemoryConfigStore`` (the contract suite runs both); how it gets there:
+
+- input is checked by ``config_checks`` before any database call, so bad input raises
+  ``InvalidDataError`` and touches nothing; every database call runs inside
+  ``translate_pg_errors`` (unique violation -> ConflictError, ...);
+- ``save_*`` is one ``INSERT ... ON CONFLICT (id) DO UPDATE ... WHERE t.tenant_id =
+  EXCLUDED.tenant_id AND t.deleted_at IS NULL``: no row back means the id is another tenant's
+  (ConflictError) or soft-deleted (NotFoundError), told apart by one more read;
+- live-name uniqueness is the partial unique indexes' job, so concurrent saves cannot both win;
+- a child (rule, scenario, template, variable, tool activation) is written in a transaction that
+  first locks its agent row ``FOR SHARE`` and requires it live; ``delete_agent`` updates that row,
+  so it waits for such a save and then soft-deletes the new child too (no orphan can slip in);
+- ``vector_search_rules``: see ``postgres_search``; tool activations, migration plans and
+  archives: see ``postgres_plans``; shared helpers: ``postgres_base``; row mapping:
+  ``postgres_rows``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+import asyncpg
+
+from focal.alignment.models import (
+    Agent,
+    Rule,
+    Scenario,
+    Scope,
+    Template,
+    Variable,
+)
+from focal.alignment.stores import config_checks as checks
+from focal.alignment.stores import postgres_search as search
+from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
+from focal.alignment.stores.postgres_base import LIVE
+from focal.alignment.stores.postgres_plans import PostgresPlansAndActivations
+from focal.alignment.stores.postgres_rows import AGENTS, RULES, SCENARIOS, TEMPLATES, VARIABLES
+from focal.db.translate import translate_pg_errors
+from focal.models import utc_now
+from focal.validation import check_limit, check_min_score
+
+__all__ = ["PostgresConfigStore"]
+
+_CHILD_TABLES = (RULES, SCENARIOS, TEMPLATES, VARIABLES)
+
+
+class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
+    """ConfigStore on PostgreSQL. The pool belongs to the caller, who closes it."""
+
+    def __init__(self, pool: asyncpg.Pool, *, embedding_dimensions: int = 1536) -> None:
+        super().__init__(pool, embedding_dimensions=embedding_dimensions)
+        self._search_sql = search.search_sql(embedding_dimensions)
+
+    # --- agents -------------------------------------------------------------------------------
+
+    async def get_agent(self, tenant_id: UUID, agent_id: UUID) -> Agent | None:
+        agent: Agent | None = await self._get_live(AGENTS, tenant_id, agent_id, "get_agent")
+        return agent
+
+    async def get_agents(
+        self, tenant_id: UUID, *, enabled_only: bool = False, limit: int = 20, offset: int = 0
+    ) -> tuple[list[Agent], int]:
+        check_limit(limit, offset)
+        where = f"tenant_id = $1 AND {LIVE} AND (NOT $2::boolean OR enabled)"
+        with translate_pg_errors("get_agents", tenant_id=tenant_id):
+            async with (
+                self._pool.acquire() as connection,
+                connection.transaction(isolation="repeatable_read"),
+            ):
+                total = await connection.fetchval(
+                    f"SELECT count(*) FROM agents WHERE {where}", tenant_id, enabled_only
+                )
+                records = await connection.fetch(
+                    f"SELECT {AGENTS.select_list} FROM agents WHERE {where} "
+                    "ORDER BY created_at DESC, id LIMIT $3 OFFSET $4",
+                    tenant_id,
+                    enabled_only,
+                    limit,
+                    offset,
+                )
+        return AGENTS.from_records(records), int(total)
+
+    async def save_agent(self, agent: Agent) -> UUID:
+        row = checks.checked_agent(agent)
+        with translate_pg_errors("save_agent", tenant_id=row.tenant_id):
+            async with self._pool.acquire() as connection:
+                return await self._upsert(connection, AGENTS, row)
+
+    async def delete_agent(self, tenant_id: UUID, agent_id: UUID) -> bool:
+        now = utc_now()
+        with translate_pg_errors("delete_agent", tenant_id=tenant_id):
+            async with self._pool.acquire() as connection, connection.transaction():
+                status = await connection.execute(
+                    "UPDATE agents SET deleted_at = $3, updated_at = $3 "
+                    f"WHERE tenant_id = $1 AND id = $2 AND {LIVE}",
+                    tenant_id,
+                    agent_id,
+                    now,
+                )
+                if status != "UPDATE 1":
+                    return False
+                for table in _CHILD_TABLES:
+                    await connection.execute(
+                        f"UPDATE {table.name} SET deleted_at = $3, updated_at = $3 "
+                        f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE}",
+                        tenant_id,
+                        agent_id,
+                        now,
+                    )
+                await connection.execute(
+                    "DELETE FROM tool_activations WHERE tenant_id = $1 AND agent_id = $2", tenant_id, agent_id
+                )
+        return True
+
+    # --- rules --------------------------------------------------------------------------------
+
+    async def get_rule(self, tenant_id: UUID, rule_id: UUID) -> Rule | None:
+        rule: Rule | None = await self._get_live(RULES, tenant_id, rule_id, "get_rule")
+        return rule
+
+    async def get_rules(
+        self,
+        tenant_id: UUID,
+        agent_id: UUID,
+        *,
+        scope: Scope | None = None,
+        scope_id: UUID | None = None,
+        enabled_only: bool = True,
+    ) -> list[Rule]:
+        wanted_scope = checks.checked_scope(scope)
+        sql = (
+            f"SELECT {RULES.select_list} FROM rules WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
+            "AND ($3::text IS NULL OR scope = $3::text) AND ($4::uuid IS NULL OR scope_id = $4::uuid) "
+            "AND (NOT $5::boolean OR enabled) ORDER BY priority DESC, created_at, id"
+        )
+        args = (tenant_id, agent_id, wanted_scope, scope_id, enabled_only)
+        return await self._fetch(RULES, sql, *args, operation="get_rules", tenant_id=tenant_id)
+
+    async def save_rule(self, rule: Rule) -> UUID:
+        return await self._save_child(
+            RULES, checks.checked_rule(rule, self.embedding_dimensions), "save_rule"
+        )
+
+    async def delete_rule(self, tenant_id: UUID, rule_id: UUID) -> bool:
+        return await self._soft_delete(RULES, tenant_id, rule_id, "delete_rule")
+
+    async def vector_search_rules(
+        self,
+        query_embedding: Sequence[float],
+        tenant_id: UUID,
+        agent_id: UUID,
+        *,
+        scopes: ScopeSelector | None = None,
+        limit: int = 10,
+        min_score: float = 0.0,
+        embedding_model: str | None = None,
+    ) -> list[tuple[Rule, float]]:
+        query = checks.checked_embedding(query_embedding, self.embedding_dimensions, what="query embedding")
+        checks.check_lookup_text(embedding_model, "embedding_model")
+        check_limit(limit)
+        check_min_score(min_score)
+        selector = checks.checked_scopes(scopes)
+        whole_scopes = [scope.value for scope, scope_id in selector or () if scope_id is None]
+        pairs = [(scope.value, scope_id) for scope, scope_id in selector or () if scope_id is not None]
+        args = (
+            query,
+            tenant_id,
+            agent_id,
+            embedding_model,
+            selector is None,
+            whole_scopes,
+            [scope for scope, _ in pairs],
+            [scope_id for _, scope_id in pairs],
+            search.candidate_limit(limit),
+            min_score,
+            limit,
+        )
+        with translate_pg_errors("vector_search_rules", tenant_id=tenant_id):
+            async with self._pool.acquire() as connection, connection.transaction(readonly=True):
+                await connection.execute(search.SETTINGS_SQL, str(search.ef_search(limit)))
+                records = await connection.fetch(self._search_sql, *args)
+        return [(RULES.from_record(record), float(record["score"])) for record in records]
+
+    # --- scenarios ----------------------------------------------------------------------------
+
+    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None:
+        scenario: Scenario | None = await self._get_live(SCENARIOS, tenant_id, scenario_id, "get_scenario")
+        return scenario
+
+    async def get_scenarios(
+        self, tenant_id: UUID, agent_id: UUID, *, enabled_only: bool = True
+    ) -> list[Scenario]:
+        sql = (
+            f"SELECT {SCENARIOS.select_list} FROM scenarios "
+            f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
+            "AND (NOT $3::boolean OR enabled) ORDER BY name, id"
+        )
+        args = (tenant_id, agent_id, enabled_only)
+        return await self._fetch(SCENARIOS, sql, *args, operation="get_scenarios", tenant_id=tenant_id)
+
+    async def save_scenario(self, scenario: Scenario) -> UUID:
+        row = checks.checked_scenario(scenario, self.embedding_dimensions)
+        return await self._save_child(SCENARIOS, row, "save_scenario")
+
+    async def delete_scenario(self, tenant_id: UUID, scenario_id: UUID) -> bool:
+        return await self._soft_delete(SCENARIOS, tenant_id, scenario_id, "delete_scenario")
+
+    # --- templates ----------------------------------------------------------------------------
+
+    async def get_template(self, tenant_id: UUID, template_id: UUID) -> Template | None:
+        template: Template | None = await self._get_live(TEMPLATES, tenant_id, template_id, "get_template")
+        return template
+
+    async def get_templates(
+        self, tenant_id: UUID, agent_id: UUID, *, scope: Scope | None = None, scope_id: UUID | None = None
+    ) -> list[Template]:
+        wanted_scope = checks.checked_scope(scope)
+        sql = (
+            f"SELECT {TEMPLATES.select_list} FROM templates "
+            f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
+            "AND ($3::text IS NULL OR scope = $3::text) AND ($4::uuid IS NULL OR scope_id = $4::uuid) "
+            "ORDER BY name, id"
+        )
+        args = (tenant_id, agent_id, wanted_scope, scope_id)
+        return await self._fetch(TEMPLATES, sql, *args, operation="get_templates", tenant_id=tenant_id)
+
+    async def save_template(self, template: Template) -> UUID:
+        return await self._save_child(TEMPLATES, checks.checked_template(template), "save_template")
+
+    async def delete_template(self, tenant_id: UUID, template_id: UUID) -> bool:
+        return await self._soft_delete(TEMPLATES, tenant_id, template_id, "delete_template")
+
+    # --- variables ----------------------------------------------------------------------------
+
+    async def get_variable(self, tenant_id: UUID, variable_id: UUID) -> Variable | None:
+        variable: Variable | None = await self._get_live(VARIABLES, tenant_id, variable_id, "get_variable")
+        return variable
+
+    async def get_variables(self, tenant_id: UUID, agent_id: UUID) -> list[Variable]:
+        sql = (
+            f"SELECT {VARIABLES.select_list} FROM variables "
+            f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
+            "ORDER BY name, id"
+        )
+        return await self._fetch(
+            VARIABLES, sql, tenant_id, agent_id, operation="get_variables", tenant_id=tenant_id
+        )
+
+    async def get_variable_by_name(self, tenant_id: UUID, agent_id: UUID, name: str) -> Variable | None:
+        checks.check_lookup_text(name, "name")
+        sql = (
+            f"SELECT {VARIABLES.select_list} FROM variables "
+            f"WHERE tenant_id = $1 AND agent_id = $2 AND name = $3 AND {LIVE}"
+        )
+        found = await self._fetch(
+            VARIABLES, sql, tenant_id, agent_id, name, operation="get_variable_by_name", tenant_id=tenant_id
+        )
+        return found[0] if found else None
+
+    async def save_variable(self, variable: Variable) -> UUID:
+        return await self._save_child(VARIABLES, checks.checked_variable(variable), "save_variable")
+
+    async def delete_variable(self, tenant_id: UUID, variable_id: UUID) -> bool:
+        return await self._soft_delete(VARIABLES, tenant_id, variable_id, "delete_variable")

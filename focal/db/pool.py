@@ -1,0 +1,155 @@
+"""The asyncpg connection pool every PostgreSQL store receives.
+
+``create_pool`` registers a binary codec for pgvector's ``vector`` and ``halfvec`` types on every
+connection, so embeddings go in as ``list[float]`` (or anything iterable of numbers, e.g. a numpy
+array or ``pgvector.Vector``) and come out as ``list[float]``: stores never see
+``pgvector.Vector`` objects. The ``vector`` type is created by the first migration; a pool on a
+database without it fails at once with ``SchemaVersionError`` ("run `focal db upgrade`").
+
+Whoever creates the pool closes it (``await pool.close()``); stores never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from focal.errors import SchemaVersionError, StoreConnectionError
+from focal.settings import DatabaseSettings
+
+__all__ = ["check_pool", "create_pool", "create_pool_from_settings", "describe_dsn", "register_vector_codecs"]
+
+_HEADER = struct.Struct(">HH")  # dimensions, unused (pgvector's binary send/recv format)
+
+
+def _encode_vector(value: Iterable[float]) -> bytes:
+    if hasattr(value, "to_list"):  # pgvector.Vector / HalfVector
+        value = value.to_list()
+    values = list(value)
+    return _HEADER.pack(len(values), 0) + struct.pack(f">{len(values)}f", *values)
+
+
+def _decode_vector(data: bytes) -> list[float]:
+    dimensions, _ = _HEADER.unpack_from(data)
+    return list(struct.unpack_from(f">{dimensions}f", data, _HEADER.size))
+
+
+def _encode_halfvec(value: Iterable[float]) -> bytes:
+    if hasattr(value, "to_list"):
+        value = value.to_list()
+    values = list(value)
+    return _HEADER.pack(len(values), 0) + struct.pack(f">{len(values)}e", *values)
+
+
+def _decode_halfvec(data: bytes) -> list[float]:
+    dimensions, _ = _HEADER.unpack_from(data)
+    return list(struct.unpack_from(f">{dimensions}e", data, _HEADER.size))
+
+
+async def register_vector_codecs(connection: asyncpg.Connection, *, schema: str = "public") -> None:
+    """Register ``vector`` (and ``halfvec``) codecs on one connection; the pool's ``init`` hook."""
+    try:
+        await connection.set_type_codec(
+            "vector", schema=schema, encoder=_encode_vector, decoder=_decode_vector, format="binary"
+        )
+        await connection.set_type_codec(
+            "halfvec", schema=schema, encoder=_encode_halfvec, decoder=_decode_halfvec, format="binary"
+        )
+    except ValueError as exc:
+        if "unknown type" not in str(exc):
+            raise
+        raise SchemaVersionError(
+            "the pgvector extension (type `vector`) is missing in this database: run `focal db upgrade`"
+        ) from exc
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages: never the user's password."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "(unparseable DSN)"
+    return f"{host}:{port}{parts.path or '/'}"
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    command_timeout: float = 30.0,
+    connect_timeout: float = 10.0,
+    statement_cache_size: int = 100,
+    vector_codecs: bool = True,
+) -> asyncpg.Pool:
+    """Open an asyncpg pool with the pgvector codecs on every connection.
+
+    ``statement_cache_size=0`` disables prepared-statement caching, as PgBouncer in transaction
+    mode requires. ``min_size`` connections are opened now, so an unreachable server fails here
+    with ``StoreConnectionError`` naming host, port and database (never the password).
+    ``vector_codecs=False`` is for maintenance connections on databases without pgvector.
+    """
+    where = describe_dsn(dsn)
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            command_timeout=command_timeout,
+            timeout=connect_timeout,
+            statement_cache_size=statement_cache_size,
+            init=register_vector_codecs if vector_codecs else None,
+        )
+    except SchemaVersionError:
+        raise
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreConnectionError(
+            f"cannot connect to PostgreSQL at {where}: {type(exc).__name__}: {_scrub(str(exc), dsn)}"
+        ) from exc
+    if pool is None:  # asyncpg's signature allows it; only with a custom connection_class
+        raise StoreConnectionError(f"asyncpg returned no pool for {where}")
+    return pool
+
+
+async def create_pool_from_settings(settings: DatabaseSettings, *, dsn: str | None = None) -> asyncpg.Pool:
+    """``create_pool`` with the options of ``settings.database``; ``dsn`` overrides ``settings.url``."""
+    url = dsn or settings.url
+    if not url:
+        from focal.errors import ConfigurationError
+
+        raise ConfigurationError("no database URL: set FOCAL_DATABASE__URL (or use the embedded server)")
+    return await create_pool(
+        url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        command_timeout=settings.command_timeout_seconds,
+        connect_timeout=settings.connect_timeout_seconds,
+        statement_cache_size=settings.statement_cache_size,
+    )
+
+
+async def check_pool(pool: asyncpg.Pool, *, timeout_seconds: float = 5.0) -> None:
+    """Health check: ``SELECT 1`` within ``timeout_seconds``, else ``StoreConnectionError``."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            value: Any = await pool.fetchval("SELECT 1")
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise StoreConnectionError(f"PostgreSQL health check failed: {type(exc).__name__}: {exc}") from exc
+    if value != 1:
+        raise StoreConnectionError(f"PostgreSQL health check returned {value!r}")
+
+
+def _scrub(message: str, dsn: str) -> str:
+    """Remove the DSN's password from a driver message, in case the driver echoed it."""
+    try:
+        password = urlsplit(dsn).password
+    except ValueError:
+        return message
+    return message.replace(password, "***") if password else message

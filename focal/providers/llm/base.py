@@ -1,0 +1,173 @@
+"""The LLM provider interface and the value objects it speaks.
+
+Vendor SDK types never cross this boundary: callers get ``LLMResponse`` with a normalised
+``finish_reason`` and ``TokenUsage``, whatever the vendor. Argument checks shared by every
+provider live here so that bad input raises ``ProviderInputError`` before any network call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from focal.errors import ProviderInputError
+from focal.logging import get_logger
+
+FinishReason = Literal["stop", "length", "content_filter", "tool_use"]
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class TokenUsage(BaseModel):
+    """Tokens billed for a call (summed over a repair request when there was one)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+
+class LLMMessage(BaseModel):
+    """One earlier turn of the conversation; ``history`` is passed oldest first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class LLMResponse(BaseModel):
+    """What a provider answered.
+
+    ``finish_reason`` is normalised: "stop" (natural end or a stop sequence), "length"
+    (max_tokens or the context window reached), "content_filter" (the vendor refused or filtered;
+    ``content`` then holds whatever text it gave, e.g. the refusal) or "tool_use".
+    ``raw_response`` is the vendor's JSON body, for debugging and audit.
+    """
+
+    content: str
+    model: str
+    usage: TokenUsage
+    finish_reason: FinishReason
+    raw_response: dict[str, Any] | None = None
+
+
+class LLMProvider(ABC):
+    """Turns a prompt (plus optional system prompt and history) into text or a validated object."""
+
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """The model this provider calls ("offline" for the offline provider)."""
+
+    @abstractmethod
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+    ) -> LLMResponse:
+        """Answer ``prompt`` as the next user turn after ``history``."""
+
+    @abstractmethod
+    async def generate_structured(
+        self,
+        prompt: str,
+        schema: type[ModelT],
+        *,
+        system_prompt: str | None = None,
+        max_tokens: int = 1024,
+    ) -> tuple[ModelT, LLMResponse]:
+        """Answer with an instance of ``schema``.
+
+        An answer that does not validate gets one repair request (the validation errors are sent
+        back); if that fails too, ``InvalidResponseError`` is raised.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, a no-op for providers without clients
+        """Release network resources (HTTP connection pools). Safe to call more than once."""
+
+
+def validate_generation_args(
+    prompt: str,
+    *,
+    system_prompt: str | None = None,
+    history: Sequence[LLMMessage] | None = None,
+    max_tokens: int = 1024,
+    temperature: float = 0.7,
+    stop_sequences: Sequence[str] | None = None,
+) -> None:
+    """Raise ``ProviderInputError`` for arguments no vendor would accept."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ProviderInputError("prompt must be a non-empty string")
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        raise ProviderInputError("system_prompt must be a string or None")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ProviderInputError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
+        raise ProviderInputError(f"temperature must be between 0 and 2, got {temperature!r}")
+    for index, message in enumerate(history or ()):
+        if not isinstance(message, LLMMessage):
+            raise ProviderInputError(f"history[{index}] must be an LLMMessage, got {type(message).__name__}")
+        if not message.content.strip():
+            raise ProviderInputError(f"history[{index}] has empty content")
+    if stop_sequences is not None:
+        if isinstance(stop_sequences, str):
+            raise ProviderInputError("stop_sequences must be a list of strings, not a single string")
+        for sequence in stop_sequences:
+            if not isinstance(sequence, str) or not sequence.strip():
+                raise ProviderInputError(f"stop sequences must be non-empty strings, got {sequence!r}")
+
+
+def normalise_finish_reason(
+    provider: str, vendor_reason: str | None, mapping: dict[str, FinishReason]
+) -> FinishReason:
+    """Map a vendor's stop reason; a missing one is "stop", an unknown one is "stop" plus a warning.
+
+    Unknown values are logged rather than raised: a vendor adding a new reason must not take every
+    conversation down, but it must not pass unnoticed either.
+    """
+    if vendor_reason is None:
+        return "stop"
+    reason = mapping.get(vendor_reason)
+    if reason is None:
+        get_logger("focal.providers").warning(
+            "unknown_finish_reason", provider=provider, vendor_reason=vendor_reason, mapped_to="stop"
+        )
+        return "stop"
+    return reason
+
+
+def validate_schema(schema: object) -> None:
+    """``generate_structured`` needs a Pydantic model class."""
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise ProviderInputError(f"schema must be a Pydantic model class, got {schema!r}")
+
+
+def schema_name(schema: type[BaseModel]) -> str:
+    """The schema's class name in the character set vendors accept for tool/schema names."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in schema.__name__)
+    return cleaned[:64] or "structured_output"
+
+
+def repair_instructions(errors: str) -> str:
+    """The text sent back to the model when its structured answer did not validate."""
+    return (
+        "Your previous answer did not match the required JSON schema. Validation errors:\n"
+        f"{errors}\nAnswer again with a corrected object that matches the schema exactly."
+    )

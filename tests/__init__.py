@@ -1,0 +1,1 @@
+"""Focal's test suite (a package, so shared helpers import as ``tests.support``)."""

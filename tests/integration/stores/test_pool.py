@@ -1,0 +1,167 @@
+"""The asyncpg pool and the driver-error translation, against real PostgreSQL servers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from focal.db.embedded import EmbeddedPostgres, free_port
+from focal.db.pool import check_pool, create_pool, create_pool_from_settings
+from focal.db.translate import translate_pg_errors
+from focal.errors import (
+    ConflictError,
+    InvalidDataError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreConnectionError,
+    StoreError,
+)
+from focal.settings import DatabaseSettings
+from tests.support import TEST_EMBEDDING_DIMENSIONS, DatabaseFactory, new_tenant, unit_vector
+
+pytestmark = pytest.mark.postgres
+
+
+async def test_statement_cache_disabled_leaves_no_prepared_statements(pg_dsn: str) -> None:
+    """``statement_cache_size=0`` (PgBouncer transaction mode) works and really prepares nothing."""
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1, statement_cache_size=0)
+    cached = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        query = f"SELECT $1::vector({TEST_EMBEDDING_DIMENSIONS}) AS v"
+        for _ in range(3):
+            assert await pool.fetchval(query, unit_vector(1)) == unit_vector(1)
+            assert await cached.fetchval(query, unit_vector(1)) == unit_vector(1)
+        async with pool.acquire() as connection:
+            assert await connection.fetchval("SELECT count(*) FROM pg_prepared_statements") == 0
+        async with cached.acquire() as connection:
+            assert await connection.fetchval("SELECT count(*) FROM pg_prepared_statements") > 0
+    finally:
+        await pool.close()
+        await cached.close()
+
+
+async def test_refused_connection_names_the_host_but_never_the_password() -> None:
+    port = free_port()
+    with pytest.raises(StoreConnectionError) as caught:
+        await create_pool(f"postgresql://focal:s3cret-pw@127.0.0.1:{port}/focal", connect_timeout=2)
+    assert f"127.0.0.1:{port}/focal" in str(caught.value)
+    assert "s3cret-pw" not in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+async def test_pool_from_settings_uses_the_url_and_options(pg_dsn: str) -> None:
+    settings = DatabaseSettings(url=pg_dsn, pool_min_size=1, pool_max_size=3, statement_cache_size=0)
+    pool = await create_pool_from_settings(settings)
+    try:
+        await check_pool(pool)
+        assert pool.get_max_size() == 3
+    finally:
+        await pool.close()
+
+
+async def test_database_without_pgvector_is_a_schema_error(database_factory: DatabaseFactory) -> None:
+    dsn = await database_factory(migrate=False)
+    with pytest.raises(SchemaVersionError, match="focal db upgrade"):
+        await create_pool(dsn, min_size=1)
+    pool = await create_pool(dsn, min_size=1, vector_codecs=False)  # maintenance use still works
+    try:
+        await check_pool(pool)
+    finally:
+        await pool.close()
+
+
+async def test_pool_serves_again_after_the_server_restarts(postgres_data_dir: Path) -> None:
+    server = EmbeddedPostgres(postgres_data_dir, fsync=False)
+    await server.start_async()
+    pool = await create_pool(server.dsn, min_size=2, max_size=2, vector_codecs=False, connect_timeout=2)
+    try:
+        await check_pool(pool)
+        await server.stop_async()
+        with pytest.raises(StoreConnectionError):
+            await check_pool(pool, timeout_seconds=2)
+        with pytest.raises(StoreConnectionError), translate_pg_errors("while_down", tenant_id=new_tenant()):
+            await pool.fetchval("SELECT 1")
+        await server.start_async()
+        # Connections broken by the restart are replaced on acquire; allow a bounded settling time.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                await check_pool(pool, timeout_seconds=2)
+                break
+            except StoreConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        assert await pool.fetchval("SELECT 41 + 1") == 42
+    finally:
+        await pool.close()
+        await server.stop_async()
+
+
+async def test_translate_maps_constraint_errors(pg_pool: asyncpg.Pool) -> None:
+    async with pg_pool.acquire() as connection:
+        await connection.execute(
+            f"""
+            CREATE TEMP TABLE parents (id int PRIMARY KEY);
+            CREATE TEMP TABLE children (
+                id int PRIMARY KEY,
+                parent_id int REFERENCES parents (id),
+                amount int NOT NULL CHECK (amount >= 0),
+                code varchar(3),
+                embedding vector({TEST_EMBEDDING_DIMENSIONS})
+            );
+            INSERT INTO parents VALUES (1);
+            INSERT INTO children VALUES (1, 1, 5, 'abc', NULL);
+            """
+        )
+        insert = "INSERT INTO children VALUES ($1, $2, $3, $4, $5)"
+        cases: list[tuple[type[StoreError], tuple[object, ...]]] = [
+            (ConflictError, (1, 1, 5, "abc", None)),  # duplicate primary key
+            (NotFoundError, (2, 99, 5, "abc", None)),  # unknown parent
+            (InvalidDataError, (3, 1, -1, "abc", None)),  # CHECK
+            (InvalidDataError, (4, 1, None, "abc", None)),  # NOT NULL
+            (InvalidDataError, (5, 1, 5, "abcd", None)),  # string too long
+            (InvalidDataError, (6, 1, 5, "abc", [1.0, 2.0])),  # wrong vector dimension
+            (InvalidDataError, (7, 1, "five", "abc", None)),  # client-side encoding error
+        ]
+        for expected, arguments in cases:
+            with pytest.raises(expected) as caught:
+                async with translate_pg_errors("insert_child", tenant_id=new_tenant()):
+                    await connection.execute(insert, *arguments)
+            assert type(caught.value) is expected, arguments
+            assert caught.value.__cause__ is not None
+            assert "insert_child" in str(caught.value)
+        assert await connection.fetchval("SELECT count(*) FROM children") == 1  # nothing changed
+
+        with pytest.raises(SchemaVersionError, match="focal db upgrade"), translate_pg_errors("read"):
+            await connection.fetch("SELECT * FROM no_such_table")
+
+
+async def test_exhausted_pool_times_out_as_a_connection_error(pg_dsn: str) -> None:
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire():
+            with pytest.raises(StoreConnectionError), translate_pg_errors("acquire", tenant_id=new_tenant()):
+                async with pool.acquire(timeout=0.05):
+                    pass
+    finally:
+        await pool.close()
+
+
+async def test_translate_maps_refused_connections_and_passes_focal_errors_through() -> None:
+    with pytest.raises(StoreConnectionError) as caught, translate_pg_errors("connect"):
+        await asyncpg.connect(f"postgresql://focal@127.0.0.1:{free_port()}/focal", timeout=2)
+    assert isinstance(caught.value.__cause__, OSError)
+
+    original = ConflictError("stale version")
+    with pytest.raises(ConflictError) as passed:
+        async with translate_pg_errors("save"):
+            raise original
+    assert passed.value is original
+
+    with pytest.raises(KeyError), translate_pg_errors("lookup"):  # not a driver error: left alone
+        raise KeyError("x")
