@@ -1,0 +1,73 @@
+"""Session (de)serialisation and ordering shared by every SessionStore backend.
+
+Both backends push a session through the same JSON round trip on the way in and out, so they
+validate the same way and return equal objects for equal input.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from focal.conversation.models import Session
+from focal.errors import InvalidDataError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Exact integer microseconds since the epoch (also exact as a Redis sorted-set score)."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def serialize_session(session: Session) -> str:
+    """The session as JSON; a value that cannot be JSON-encoded is an ``InvalidDataError``."""
+    try:
+        return session.model_dump_json()
+    except (PydanticSerializationError, AttributeError, TypeError, ValueError) as exc:
+        raise InvalidDataError(f"session {session.session_id} cannot be serialised: {exc}") from exc
+
+
+def parse_session(payload: str | bytes) -> Session:
+    """A session from JSON, fully validated; invalid content is an ``InvalidDataError``."""
+    try:
+        return Session.model_validate_json(payload)
+    except ValidationError as exc:
+        raise InvalidDataError(f"invalid session: {exc}") from exc
+
+
+def normalized_copy(session: Session) -> Session:
+    """A deep, validated copy of ``session`` as any backend would store it."""
+    return parse_session(serialize_session(session))
+
+
+def checked_for_save(session: Session) -> Session:
+    """The validated copy a backend stores; refuses what later reads could not compute with.
+
+    ``created_at`` must be timezone-aware: session age (scope filters, Redis max age) is computed
+    against aware UTC time, and a naive value would fail there, long after the write.
+    """
+    return require_aware_created_at(normalized_copy(session))
+
+
+def require_aware_created_at(session: Session) -> Session:
+    if session.created_at.tzinfo is None:
+        raise InvalidDataError(f"session {session.session_id}: created_at must be timezone-aware")
+    return session
+
+
+def activity_order_key(session: Session) -> tuple[int, UUID]:
+    """Sort key for ``last_activity_at`` descending, then ``session_id`` ascending."""
+    return (-epoch_micros(session.last_activity_at), session.session_id)
+
+
+def is_at_step(session: Session, scenario_id: UUID, scenario_version: int, step_content_hash: str) -> bool:
+    """True when the session currently sits in that step of that scenario version."""
+    return (
+        session.active_scenario_id == scenario_id
+        and session.active_scenario_version == scenario_version
+        and session.current_step_hash() == step_content_hash
+    )

@@ -1,0 +1,463 @@
+"""Redis-only behaviour of ``RedisSessionStore``: tiers, TTLs, indexes, crashes, typed errors.
+
+The shared semantics are in ``tests/contract/test_session_store.py``. Short TTLs (1-2 s) make
+expiry observable; tests wait for it by polling with a deadline, never by a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.backoff import NoBackoff
+from redis.cluster import key_slot
+from redis.retry import Retry
+
+from focal.conversation.models import Channel, Session, StepVisit
+from focal.conversation.stores.redis import RedisSessionStore
+from focal.db.embedded import EmbeddedRedis, free_port
+from focal.errors import ConfigurationError, ConflictError, InvalidDataError, StoreConnectionError
+from tests.integration.stores.redis_cluster import redis_cluster_client, redis_cluster_nodes
+from tests.support import new_tenant
+
+__all__ = ["redis_cluster_client", "redis_cluster_nodes"]  # fixtures used via getfixturevalue
+
+pytestmark = pytest.mark.redis
+
+POLL_DEADLINE_SECONDS = 10.0
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
+    client = Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.aclose()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_client(request: pytest.FixtureRequest) -> Any:
+    """A standalone client or a cluster client, for tier and index behaviour that must hold on
+    both (on a cluster a save runs two scripts: the session's slot, then the tenant's)."""
+    name = "redis_client" if request.param == "standalone" else "redis_cluster_client"
+    return request.getfixturevalue(name)
+
+
+def make_store(client: Any, **options: Any) -> RedisSessionStore:
+    return RedisSessionStore(client, key_prefix=f"it-{uuid4().hex[:8]}", **options)
+
+
+def session(tenant_id: UUID, **fields: Any) -> Session:
+    values: dict[str, Any] = {
+        "agent_id": uuid4(),
+        "channel": Channel.WEB,
+        "user_channel_id": f"u-{uuid4().hex}",
+    }
+    values.update(fields)
+    return Session(tenant_id=tenant_id, **values)
+
+
+def with_step(tenant_id: UUID, **fields: Any) -> Session:
+    step = StepVisit(step_id=uuid4(), step_name="ask", step_content_hash="h1", turn_number=0)
+    return session(
+        tenant_id,
+        active_scenario_id=uuid4(),
+        active_scenario_version=1,
+        current_step_id=step.step_id,
+        step_history=[step],
+        customer_profile_id=uuid4(),
+        **fields,
+    )
+
+
+def index_keys(store: RedisSessionStore, s: Session) -> list[str]:
+    assert s.customer_profile_id and s.active_scenario_id and s.active_scenario_version
+    step_hash = s.current_step_hash()
+    assert step_hash
+    return [
+        store.keys.agent(s.tenant_id, s.agent_id),
+        store.keys.customer(s.tenant_id, s.customer_profile_id),
+        store.keys.channel(s.tenant_id, s.channel, s.user_channel_id),
+        store.keys.step(s.tenant_id, s.active_scenario_id, s.active_scenario_version, step_hash),
+    ]
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + POLL_DEADLINE_SECONDS
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {POLL_DEADLINE_SECONDS}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+async def test_save_writes_both_tiers_with_the_version_header(redis_client: Redis) -> None:
+    store = make_store(redis_client)
+    saved = await store.save(session(new_tenant()))
+    hot = await redis_client.get(store.keys.hot(saved.session_id))
+    persist = await redis_client.get(store.keys.persist(saved.session_id))
+    assert hot == persist and persist is not None
+    assert persist.startswith(f'{{"version":1,"tenant_id":"{saved.tenant_id}",'.encode())
+    assert Session.model_validate(json.loads(persist)) == saved
+    assert key_slot(store.keys.hot(saved.session_id).encode()) == key_slot(
+        store.keys.persist(saved.session_id).encode()
+    )
+
+
+async def test_hot_expiry_demotes_without_loss_and_access_promotes(redis_client: Redis) -> None:
+    store = make_store(redis_client, hot_ttl_seconds=1)
+    tenant = new_tenant()
+    saved = await store.save(session(tenant))
+    hot_key = store.keys.hot(saved.session_id)
+    assert 0 < await redis_client.pttl(hot_key) <= 1000
+
+    async def hot_gone() -> bool:
+        return not await redis_client.exists(hot_key)
+
+    await wait_until(hot_gone, "the hot key to expire")
+    assert await redis_client.exists(store.keys.persist(saved.session_id))
+    assert await store.get(tenant, saved.session_id) == saved
+    assert 0 < await redis_client.pttl(hot_key) <= 1000  # promoted again, with the hot TTL
+
+
+async def test_get_slides_the_hot_ttl(any_client: Any) -> None:
+    store = make_store(any_client, hot_ttl_seconds=600)
+    saved = await store.save(session(new_tenant()))
+    hot_key = store.keys.hot(saved.session_id)
+    await any_client.pexpire(hot_key, 5000)
+    await store.get(saved.tenant_id, saved.session_id)
+    assert await any_client.pttl(hot_key) > 5000
+
+
+async def test_hot_ttl_never_outlives_max_age(any_client: Any) -> None:
+    store = make_store(any_client, hot_ttl_seconds=600, max_age_seconds=30)
+    tenant = new_tenant()
+    saved = await store.save(session(tenant))
+    hot_key, persist_key = store.keys.hot(saved.session_id), store.keys.persist(saved.session_id)
+    # Absolute expiry times (PEXPIRETIME), so the two reads need not happen at the same instant.
+    assert await any_client.pexpiretime(hot_key) <= await any_client.pexpiretime(persist_key)
+    assert 0 < await any_client.pttl(persist_key) <= 30_000
+    assert await store.demote_to_persistent(tenant, saved.session_id)
+    assert await store.promote_to_hot(tenant, saved.session_id)
+    assert 0 < await any_client.pexpiretime(hot_key) <= await any_client.pexpiretime(persist_key)
+
+
+async def test_promote_and_demote_respect_tenant_and_existence(any_client: Any) -> None:
+    store = make_store(any_client)
+    tenant, other = new_tenant(), new_tenant()
+    saved = await store.save(session(tenant))
+    hot_key = store.keys.hot(saved.session_id)
+    assert await store.demote_to_persistent(other, saved.session_id) is False
+    assert await any_client.exists(hot_key)
+    assert await store.demote_to_persistent(tenant, saved.session_id) is True
+    assert not await any_client.exists(hot_key)
+    assert await store.promote_to_hot(other, saved.session_id) is False
+    assert not await any_client.exists(hot_key)
+    assert await store.promote_to_hot(tenant, saved.session_id) is True
+    assert await any_client.get(hot_key) == await any_client.get(store.keys.persist(saved.session_id))
+    assert await store.promote_to_hot(tenant, uuid4()) is False
+    assert await store.demote_to_persistent(tenant, uuid4()) is False
+    assert await store.get(tenant, saved.session_id) == saved
+
+
+# --- max age --------------------------------------------------------------------------------
+
+
+async def test_max_age_counts_from_created_at_and_is_not_extended_by_saves(redis_client: Redis) -> None:
+    store = make_store(redis_client, max_age_seconds=600)
+    tenant = new_tenant()
+    created = datetime.now(UTC) - timedelta(seconds=300)
+    saved = await store.save(session(tenant, created_at=created))
+    persist_key = store.keys.persist(saved.session_id)
+    first_ttl = await redis_client.pttl(persist_key)
+    assert 290_000 < first_ttl <= 300_000
+    await store.save(saved)
+    assert await redis_client.pttl(persist_key) <= first_ttl
+    too_old = session(tenant, created_at=datetime.now(UTC) - timedelta(seconds=601))
+    with pytest.raises(InvalidDataError):
+        await store.save(too_old)
+    assert not await redis_client.exists(store.keys.persist(too_old.session_id))
+    assert await store.list_by_agent(tenant, too_old.agent_id) == []
+
+
+async def test_past_max_age_a_session_is_gone_from_every_tier_and_index(redis_client: Redis) -> None:
+    store = make_store(redis_client, max_age_seconds=1)
+    tenant = new_tenant()
+    saved = await store.save(with_step(tenant))
+    keys = [
+        store.keys.hot(saved.session_id),
+        store.keys.persist(saved.session_id),
+        store.keys.registry(tenant),
+        *index_keys(store, saved),
+    ]
+    assert await redis_client.exists(*keys) == len(keys)
+
+    async def all_gone() -> bool:
+        return await redis_client.exists(*keys) == 0
+
+    await wait_until(all_gone, "every key of the session to expire")
+    assert await store.get(tenant, saved.session_id) is None
+    assert await store.list_by_agent(tenant, saved.agent_id) == []
+    assert await store.get_by_channel(tenant, saved.channel, saved.user_channel_id) is None
+
+
+async def test_purge_expired_removes_stale_index_entries(any_client: Any) -> None:
+    # max age 3 s: the index keys (TTL 3 s from the last write) outlive the short-lived session
+    # (created 2.5 s ago, so about 0.5 s left) by a wide margin.
+    store = make_store(any_client, max_age_seconds=3)
+    tenant, agent, customer = new_tenant(), uuid4(), uuid4()
+    now = datetime.now(UTC)
+    short_lived = await store.save(
+        with_step(tenant, agent_id=agent, created_at=now - timedelta(milliseconds=2500))
+    )
+    short_lived = short_lived.model_copy(update={"customer_profile_id": customer})
+    short_lived = await store.save(short_lived)  # now in the agent, customer, channel and step indexes
+    survivor = await store.save(session(tenant, agent_id=agent, customer_profile_id=customer))
+
+    async def short_lived_gone() -> bool:
+        return not await any_client.exists(store.keys.persist(short_lived.session_id))
+
+    await wait_until(short_lived_gone, "the short-lived session to pass its max age")
+    removed = await store.purge_expired(tenant)
+    # agent, customer, channel and step entries of short_lived; the first customer index it was
+    # saved under holds one more entry.
+    assert removed == 5
+    member = str(short_lived.session_id).encode()
+    assert await any_client.zrange(store.keys.agent(tenant, agent), 0, -1) == [
+        str(survivor.session_id).encode()
+    ]
+    assert await any_client.zscore(store.keys.customer(tenant, customer), member) is None
+    assert await store.purge_expired(tenant) == 0
+    assert await store.list_by_agent(tenant, agent) == [survivor]
+
+
+# --- indexes --------------------------------------------------------------------------------
+
+
+async def test_delete_keeps_indexes_consistent(any_client: Any) -> None:
+    store = make_store(any_client)
+    saved = await store.save(with_step(new_tenant()))
+    member = str(saved.session_id)
+    agent, customer, channel, step = index_keys(store, saved)
+    assert await any_client.sismember(step, member)
+    assert await store.delete(saved.tenant_id, saved.session_id)
+    for key in (agent, customer, channel):
+        assert await any_client.zscore(key, member) is None
+    assert not await any_client.sismember(step, member)
+    assert not await any_client.exists(store.keys.hot(saved.session_id), store.keys.persist(saved.session_id))
+
+
+async def test_readers_drop_entries_of_vanished_sessions(any_client: Any) -> None:
+    store = make_store(any_client)
+    tenant = new_tenant()
+    gone = await store.save(with_step(tenant))
+    kept = await store.save(session(tenant, agent_id=gone.agent_id))
+    await any_client.delete(store.keys.hot(gone.session_id), store.keys.persist(gone.session_id))
+    agent, _, _, step = index_keys(store, gone)
+    assert await store.list_by_agent(tenant, gone.agent_id) == [kept]
+    assert await any_client.zscore(agent, str(gone.session_id)) is None
+    assert gone.active_scenario_id and gone.active_scenario_version
+    assert await store.find_sessions_by_step_hash(tenant, gone.active_scenario_id, 1, "h1") == []
+    assert not await any_client.sismember(step, str(gone.session_id))
+
+
+async def test_index_keys_live_in_the_tenant_slot(redis_client: Redis) -> None:
+    store = make_store(redis_client)
+    saved = await store.save(with_step(new_tenant()))
+    slots = {key_slot(k.encode()) for k in [*index_keys(store, saved), store.keys.registry(saved.tenant_id)]}
+    assert len(slots) == 1
+
+
+async def test_key_prefix_separates_deployments(redis_client: Redis) -> None:
+    first, second = make_store(redis_client), make_store(redis_client)
+    saved = await first.save(session(new_tenant()))
+    assert await second.get(saved.tenant_id, saved.session_id) is None
+    assert await second.list_by_agent(saved.tenant_id, saved.agent_id) == []
+    assert await first.get(saved.tenant_id, saved.session_id) == saved
+
+
+async def test_works_with_decoded_responses(redis_url: str) -> None:
+    client = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        store = make_store(client)
+        tenant = new_tenant()
+        saved = await store.save(with_step(tenant))
+        assert await store.get(tenant, saved.session_id) == saved
+        assert await store.list_by_agent(tenant, saved.agent_id) == [saved]
+        assert await store.get_by_channel(tenant, saved.channel, saved.user_channel_id) == saved
+        assert saved.active_scenario_id
+        assert await store.find_sessions_by_step_hash(tenant, saved.active_scenario_id, 1, "h1") == [saved]
+        assert await store.purge_expired(tenant) == 0
+        assert await store.delete(tenant, saved.session_id)
+    finally:
+        await client.aclose()
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+async def test_hundred_concurrent_read_modify_save_loops_lose_no_increment(redis_client: Redis) -> None:
+    store = make_store(redis_client)
+    tenant = new_tenant()
+    base = await store.save(session(tenant))
+    conflicts = 0
+
+    async def increment() -> None:
+        nonlocal conflicts
+        while True:
+            current = await store.get(tenant, base.session_id)
+            assert current is not None
+            current.turn_count += 1
+            try:
+                await store.save(current)
+                return
+            except ConflictError:
+                conflicts += 1
+
+    await asyncio.gather(*(increment() for _ in range(100)))
+    final = await store.get(tenant, base.session_id)
+    assert final is not None and final.turn_count == 100 and final.version == 101
+    assert conflicts > 0  # the loops really raced
+
+
+# --- bad input and typed errors ---------------------------------------------------------------
+
+
+async def test_oversized_payload_is_refused_before_writing(any_client: Any) -> None:
+    store = make_store(any_client, max_session_bytes=4096)
+    tenant = new_tenant()
+    big = session(tenant, variables={"blob": "x" * 5000})
+    with pytest.raises(InvalidDataError):
+        await store.save(big)
+    assert not await any_client.exists(store.keys.persist(big.session_id), store.keys.hot(big.session_id))
+    saved = await store.save(session(tenant))
+    before = await any_client.get(store.keys.persist(saved.session_id))
+    with pytest.raises(InvalidDataError):
+        await store.save(saved.model_copy(update={"variables": {"blob": "x" * 5000}}))
+    assert await any_client.get(store.keys.persist(saved.session_id)) == before
+    assert await store.get(tenant, saved.session_id) == saved
+
+
+async def test_stale_version_and_other_tenant_leave_every_key_untouched(any_client: Any) -> None:
+    store = make_store(any_client)
+    tenant = new_tenant()
+    first = await store.save(session(tenant))
+    second = await store.save(first)
+    keys = [store.keys.hot(first.session_id), store.keys.persist(first.session_id)]
+    before = [await any_client.get(k) for k in keys]
+    with pytest.raises(ConflictError):
+        await store.save(first)
+    with pytest.raises(ConflictError):
+        await store.save(second.model_copy(update={"tenant_id": new_tenant()}))
+    assert [await any_client.get(k) for k in keys] == before
+    assert await store.list_by_agent(tenant, first.agent_id) == [second]
+
+
+def test_invalid_options_are_configuration_errors() -> None:
+    client = Redis()  # never used: the constructor refuses first
+    for options in (
+        {"key_prefix": "a{b}"},
+        {"key_prefix": ""},
+        {"hot_ttl_seconds": 0},
+        {"max_age_seconds": -1},
+    ):
+        with pytest.raises(ConfigurationError):
+            RedisSessionStore(client, **options)
+
+
+async def test_unreachable_server_raises_store_connection_error() -> None:
+    client = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    store = make_store(client)
+    try:
+        assert await store.health_check() is False
+        with pytest.raises(StoreConnectionError) as raised:
+            await store.get(new_tenant(), uuid4())
+        assert raised.value.__cause__ is not None
+        with pytest.raises(StoreConnectionError):
+            await store.save(session(new_tenant()))
+        with pytest.raises(StoreConnectionError):
+            await store.list_by_agent(new_tenant(), uuid4())
+    finally:
+        await client.aclose()
+
+
+class DurableRedis(EmbeddedRedis):
+    """Append-only file fsynced on every write, so a SIGKILL loses nothing acknowledged."""
+
+    def _command(self, port: int) -> list[str]:
+        return [*super()._command(port), "--appendfsync", "always"]
+
+
+async def test_server_killed_mid_run_then_restarted_keeps_last_committed_session(tmp_path: Path) -> None:
+    server = DurableRedis(tmp_path / "redis", persistence=True)
+    await server.start_async()
+    pool = BlockingConnectionPool.from_url(
+        server.url, max_connections=8, timeout=5, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
+    client = Redis(connection_pool=pool)
+    try:
+        assert await client.config_get("appendfsync") == {"appendfsync": "always"}
+        store = make_store(client)
+        tenant = new_tenant()
+        last_ok = await store.save(session(tenant))
+        killed = asyncio.Event()
+
+        async def keep_saving() -> StoreConnectionError:
+            nonlocal last_ok
+            while True:
+                try:
+                    last_ok = await store.save(
+                        last_ok.model_copy(update={"turn_count": last_ok.turn_count + 1})
+                    )
+                except StoreConnectionError as exc:
+                    return exc
+                if last_ok.version == 20:
+                    killed.set()
+                    await asyncio.sleep(0)  # let the kill happen between two saves or during one
+
+        writer = asyncio.create_task(keep_saving())
+        await killed.wait()
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        error = await asyncio.wait_for(writer, timeout=POLL_DEADLINE_SECONDS)
+        assert isinstance(error, StoreConnectionError)
+        with pytest.raises(StoreConnectionError):
+            await store.get(tenant, last_ok.session_id)
+        await server.stop_async()
+        await server.start_async()
+
+        async def healthy() -> bool:
+            return await store.health_check()
+
+        await wait_until(healthy, "the restarted server to answer")
+        stored = await store.get(tenant, last_ok.session_id)
+        assert stored is not None
+        # The write in flight at the kill may have been committed without its reply arriving.
+        assert stored.version in (last_ok.version, last_ok.version + 1)
+        if stored.version == last_ok.version:
+            assert stored == last_ok
+        assert stored.turn_count == stored.version - 1
+        hot = await client.get(store.keys.hot(stored.session_id))
+        assert hot in (None, await client.get(store.keys.persist(stored.session_id)))
+        again = await store.save(stored)
+        assert again.version == stored.version + 1
+    finally:
+        await client.aclose()
+        await pool.aclose()
+        await server.stop_async()
