@@ -37,7 +37,10 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
+        # Not cached: a cached logger keeps the configuration of its first use forever, so a
+        # module-level logger used before (or between) calls here would ignore this one. Rebinding
+        # per call costs about a microsecond.
+        cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
@@ -45,8 +48,8 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
 def get_logger(name: str | None = None) -> Any:
     """A structlog logger; ``name`` becomes the ``logger_name`` key of each event.
 
-    The logger is a lazy proxy: it picks up the configuration of ``configure_logging`` even when
-    it was created at import time, before that configuration ran.
+    The logger is a lazy proxy that binds on every call: it follows the latest
+    ``configure_logging`` even when it was created (or used) at import time, before that ran.
     """
     if name is None:
         return structlog.get_logger()

@@ -46,7 +46,9 @@ def check_int4(value: int, what: str) -> None:
 def check_storable(model: BaseModel, what: str) -> str:
     """The model's JSON form, refused (``InvalidDataError``) if any string holds a NUL character,
     which PostgreSQL can store in neither ``text`` nor ``jsonb``."""
-    text = model.model_dump_json()
+    # warnings=False: a model built with model_copy(update=...) may hold values its JSON types do
+    # not describe (a datetime in a JSON dict); they serialise fine and the check below still runs.
+    text = model.model_dump_json(warnings=False)
     if _ESCAPED_NUL.search(text):
         raise InvalidDataError(f"{what} contains a NUL character (\\x00), which cannot be stored")
     return text
@@ -56,6 +58,6 @@ def snapshot(model: _Model) -> _Model:
     """A deep, JSON-normalised copy: what a JSONB round trip would give back (tuples become lists,
     datetimes inside dicts become ISO strings, NaN inside JSON becomes null)."""
     try:
-        return type(model).model_validate_json(model.model_dump_json())
+        return type(model).model_validate_json(model.model_dump_json(warnings=False))
     except PydanticValidationError as exc:
         raise InvalidDataError(f"{type(model).__name__} does not survive a JSON round trip: {exc}") from exc

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -121,9 +121,31 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("FOCAL_OPENAI_API_KEY", "OPENAI_API_KEY")
     )
+    # The short names the documentation uses; folded into ``database.url`` / ``redis.url``.
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("FOCAL_DATABASE_URL", "database_url"), exclude=True
+    )
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("FOCAL_REDIS_URL", "redis_url"), exclude=True
+    )
 
     # Set by ``load`` before construction; read by ``settings_customise_sources``.
     _toml_file: ClassVar[Path | None] = None
+
+    @model_validator(mode="after")
+    def _fold_url_aliases(self) -> Self:
+        for alias, section_name in ((self.database_url, "database"), (self.redis_url, "redis")):
+            if alias is None:
+                continue
+            section: DatabaseSettings | RedisSettings = getattr(self, section_name)
+            if section.url is not None and section.url != alias:
+                raise ValueError(
+                    "FOCAL_DATABASE_URL / FOCAL_REDIS_URL and FOCAL_DATABASE__URL / FOCAL_REDIS__URL "
+                    "disagree: set only one of each pair"
+                )
+            # A copy, never an in-place change: the section may be the field's shared default.
+            object.__setattr__(self, section_name, section.model_copy(update={"url": alias}))
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -31,7 +31,9 @@ def check_vector(vector: Sequence[float] | None, dimensions: int, *, what: str =
     if vector is None:
         return
     if len(vector) != dimensions:
-        raise InvalidDataError(f"{what} has {len(vector)} dimensions, the store is configured for {dimensions}")
+        raise InvalidDataError(
+            f"{what} has {len(vector)} dimensions, the store is configured for {dimensions}"
+        )
     if not all(math.isfinite(x) for x in vector):
         raise InvalidDataError(f"{what} contains NaN or infinite values")
     if not any(vector):

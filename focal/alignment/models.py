@@ -7,15 +7,14 @@ Operators create these over the API; the ConfigStore keeps them. Enums are upper
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Self
 from uuid import UUID, uuid4
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AwareDatetime, Field, JsonValue, model_validator
 
 from focal.conversation.models import Channel
-from focal.models import FocalModel, utc_now
+from focal.models import MAX_INT4, FocalModel, JsonDict, require_embedding_model, utc_now
 
 
 class Scope(StrEnum):
@@ -53,10 +52,10 @@ class Agent(FocalModel):
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(default=1024, ge=1, le=200_000)
     enabled: bool = True
-    current_version: int = Field(default=1, ge=1)
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
-    deleted_at: datetime | None = None
+    current_version: int = Field(default=1, ge=1, le=MAX_INT4)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
 
 
 class _Scoped(FocalModel):
@@ -84,16 +83,21 @@ class Rule(_Scoped):
     action_text: str = Field(min_length=1)
     priority: int = Field(default=0, ge=-100, le=100)
     enabled: bool = True
-    max_fires_per_session: int = Field(default=0, ge=0)  # 0 = unlimited
-    cooldown_turns: int = Field(default=0, ge=0)
+    max_fires_per_session: int = Field(default=0, ge=0, le=MAX_INT4)  # 0 = unlimited
+    cooldown_turns: int = Field(default=0, ge=0, le=MAX_INT4)
     is_hard_constraint: bool = False
     attached_tool_ids: list[str] = Field(default_factory=list)
     attached_template_ids: list[UUID] = Field(default_factory=list)
     embedding: list[float] | None = None
     embedding_model: str | None = None
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
-    deleted_at: datetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _embedding_names_its_model(self) -> Self:
+        require_embedding_model(self.embedding, self.embedding_model)
+        return self
 
 
 class StepTransition(FocalModel):
@@ -120,7 +124,7 @@ class Scenario(FocalModel):
     agent_id: UUID
     name: str = Field(min_length=1, max_length=255)
     description: str | None = None
-    version: int = Field(default=1, ge=1)
+    version: int = Field(default=1, ge=1, le=MAX_INT4)
     entry_step_id: UUID
     entry_condition_text: str | None = None
     entry_embedding: list[float] | None = None
@@ -128,9 +132,14 @@ class Scenario(FocalModel):
     steps: list[ScenarioStep] = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
-    deleted_at: datetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _entry_embedding_names_its_model(self) -> Self:
+        require_embedding_model(self.entry_embedding, self.embedding_model)
+        return self
 
     @model_validator(mode="after")
     def _graph_is_closed(self) -> Self:
@@ -159,9 +168,9 @@ class Template(_Scoped):
     name: str = Field(min_length=1, max_length=255)
     text: str = Field(min_length=1)
     mode: TemplateMode = TemplateMode.SUGGEST
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
-    deleted_at: datetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
 
 
 VARIABLE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -173,12 +182,12 @@ class Variable(FocalModel):
     agent_id: UUID
     name: str = Field(min_length=1, max_length=255, pattern=VARIABLE_NAME_PATTERN.pattern)
     description: str | None = None
-    default_value: Any = None
+    default_value: JsonValue = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
     resolver_tool_id: str | None = None
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
-    deleted_at: datetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
 
 
 class ToolActivation(FocalModel):
@@ -187,9 +196,9 @@ class ToolActivation(FocalModel):
     agent_id: UUID
     tool_id: str = Field(min_length=1, max_length=255)
     enabled: bool = True
-    policy_overrides: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
+    policy_overrides: JsonDict = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
 
 
 class ScopeFilter(FocalModel):
@@ -207,20 +216,18 @@ class MigrationPlan(FocalModel):
     id: UUID = Field(default_factory=uuid4)
     tenant_id: UUID
     scenario_id: UUID
-    from_version: int = Field(ge=1)
-    to_version: int = Field(ge=1)
+    from_version: int = Field(ge=1, le=MAX_INT4)
+    to_version: int = Field(ge=1, le=MAX_INT4)
     status: MigrationPlanStatus = MigrationPlanStatus.DRAFT
-    transformation_map: dict[str, Any] = Field(default_factory=dict)
-    anchor_policies: dict[str, Any] = Field(default_factory=dict)
+    transformation_map: JsonDict = Field(default_factory=dict)
+    anchor_policies: JsonDict = Field(default_factory=dict)
     scope_filter: ScopeFilter | None = None
-    created_at: datetime = Field(default_factory=utc_now)
-    approved_at: datetime | None = None
-    deployed_at: datetime | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    approved_at: AwareDatetime | None = None
+    deployed_at: AwareDatetime | None = None
 
-    @field_validator("to_version")
-    @classmethod
-    def _forward_only(cls, value: int, info: Any) -> int:
-        from_version = info.data.get("from_version")
-        if from_version is not None and value <= from_version:
+    @model_validator(mode="after")
+    def _forward_only(self) -> Self:
+        if self.to_version <= self.from_version:
             raise ValueError("to_version must be greater than from_version")
-        return value
+        return self

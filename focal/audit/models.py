@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from focal.models import FrozenFocalModel, utc_now
+from focal.models import MAX_INT4, FrozenFocalModel, JsonDict, utc_now
 
 
 class MatchedRule(BaseModel):
@@ -32,16 +30,16 @@ class TurnRecord(FrozenFocalModel):
     tenant_id: UUID
     agent_id: UUID
     session_id: UUID
-    turn_number: int = Field(ge=1)
+    turn_number: int = Field(ge=1, le=MAX_INT4)
     user_message: str
     assistant_response: str
-    context_extracted: dict[str, Any] = Field(default_factory=dict)
+    context_extracted: JsonDict = Field(default_factory=dict)
     rules_matched: list[MatchedRule] = Field(default_factory=list)
-    scenario_state: dict[str, Any] = Field(default_factory=dict)
-    tools_executed: list[dict[str, Any]] = Field(default_factory=list)
+    scenario_state: JsonDict = Field(default_factory=dict)
+    tools_executed: list[dict[str, JsonValue]] = Field(default_factory=list)
     token_usage: TokenCounts = Field(default_factory=TokenCounts)
     latency_ms: float = Field(default=0.0, ge=0)
-    created_at: datetime = Field(default_factory=utc_now)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
 
 
 class AuditEvent(FrozenFocalModel):
@@ -50,5 +48,5 @@ class AuditEvent(FrozenFocalModel):
     session_id: UUID | None = None
     turn_id: UUID | None = None  # not a foreign key: events may precede their turn
     event_type: str = Field(min_length=1, max_length=100)
-    event_data: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=utc_now)
+    event_data: JsonDict = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utc_now)

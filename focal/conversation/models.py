@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
-from focal.models import FocalModel, utc_now
+from focal.models import MAX_INT4, FocalModel, JsonDict, utc_now
 
 
 class Channel(StrEnum):
@@ -34,8 +32,8 @@ class StepVisit(FocalModel):
     step_id: UUID
     step_name: str
     step_content_hash: str
-    entered_at: datetime = Field(default_factory=utc_now)
-    turn_number: int = Field(ge=0)
+    entered_at: AwareDatetime = Field(default_factory=utc_now)
+    turn_number: int = Field(ge=0, le=MAX_INT4)
     transition_reason: str | None = None
 
 
@@ -53,19 +51,19 @@ class Session(FocalModel):
     channel: Channel
     user_channel_id: str = Field(min_length=1, max_length=255)
     status: SessionStatus = SessionStatus.ACTIVE
-    config_version: int = Field(default=1, ge=1)
-    variables: dict[str, Any] = Field(default_factory=dict)
+    config_version: int = Field(default=1, ge=1, le=MAX_INT4)
+    variables: JsonDict = Field(default_factory=dict)
     active_scenario_id: UUID | None = None
-    active_scenario_version: int | None = None
+    active_scenario_version: int | None = Field(default=None, le=MAX_INT4)
     current_step_id: UUID | None = None
     step_history: list[StepVisit] = Field(default_factory=list)
     rule_fires: dict[str, int] = Field(default_factory=dict)  # rule id (str) -> fire count
     rule_last_fire_turn: dict[str, int] = Field(default_factory=dict)  # rule id (str) -> turn number
-    turn_count: int = Field(default=0, ge=0)
-    pending_migration: dict[str, Any] | None = None
-    version: int = Field(default=0, ge=0)
-    created_at: datetime = Field(default_factory=utc_now)
-    last_activity_at: datetime = Field(default_factory=utc_now)
+    turn_count: int = Field(default=0, ge=0, le=MAX_INT4)
+    pending_migration: JsonDict | None = None
+    version: int = Field(default=0, ge=0, le=MAX_INT4)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    last_activity_at: AwareDatetime = Field(default_factory=utc_now)
 
     def current_step_hash(self) -> str | None:
         """The content hash of the step the session is in, from the latest visit."""

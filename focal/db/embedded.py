@@ -185,6 +185,7 @@ class EmbeddedPostgres(ChildServer):
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = None
         if self._system_user is not None:
             entry = _ensure_system_user(self._system_user)
             _allow_traverse(self.data_dir)
@@ -194,10 +195,17 @@ class EmbeddedPostgres(ChildServer):
             return
         if any(self.data_dir.iterdir()):
             raise EmbeddedServerError(f"{self.data_dir} is neither empty nor a PostgreSQL data directory")
+        # initdb runs in a sibling directory that is renamed into place only when it succeeded, so
+        # an interrupted first start (Ctrl-C during initdb) never leaves a half-made cluster behind.
+        staging = self.data_dir.parent / f".{self.data_dir.name}.initdb"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o700)
+        if entry is not None:
+            os.chown(staging, entry.pw_uid, entry.pw_gid)
         command = [
             str(self.bin_dir / "initdb"),
             "-D",
-            str(self.data_dir),
+            str(staging),
             "-U",
             self.user,
             "--auth=trust",
@@ -209,7 +217,10 @@ class EmbeddedPostgres(ChildServer):
             command.append("--no-sync")
         result = subprocess.run(command, capture_output=True, text=True, check=False, **self._identity())
         if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
             raise EmbeddedServerError(f"initdb failed in {self.data_dir}:\n{result.stdout}\n{result.stderr}")
+        self.data_dir.rmdir()
+        staging.rename(self.data_dir)
 
     def _command(self, port: int) -> list[str]:
         command = [

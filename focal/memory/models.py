@@ -6,14 +6,13 @@ Rows are bi-temporal: ``valid_from``/``valid_to`` say when a fact holds in the w
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Self
 from uuid import UUID, uuid4
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field, model_validator
 
-from focal.models import FocalModel, utc_now
+from focal.models import FocalModel, JsonDict, require_embedding_model, utc_now
 
 
 class EpisodeType(StrEnum):
@@ -35,10 +34,15 @@ class Episode(FocalModel):
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     embedding: list[float] | None = None
     embedding_model: str | None = None
-    valid_from: datetime = Field(default_factory=utc_now)
-    valid_to: datetime | None = None
-    recorded_at: datetime = Field(default_factory=utc_now)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    valid_from: AwareDatetime = Field(default_factory=utc_now)
+    valid_to: AwareDatetime | None = None
+    recorded_at: AwareDatetime = Field(default_factory=utc_now)
+    metadata: JsonDict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _embedding_names_its_model(self) -> Self:
+        require_embedding_model(self.embedding, self.embedding_model)
+        return self
 
 
 class Entity(FocalModel):
@@ -49,9 +53,9 @@ class Entity(FocalModel):
     name: str = Field(min_length=1, max_length=255)
     entity_type: str = Field(min_length=1, max_length=100)
     canonical_name: str | None = Field(default=None, max_length=255)
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
+    attributes: JsonDict = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
 
 
 class Relationship(FocalModel):
@@ -61,6 +65,6 @@ class Relationship(FocalModel):
     target_entity_id: UUID
     relationship_type: str = Field(min_length=1, max_length=100)
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
-    valid_from: datetime = Field(default_factory=utc_now)
-    valid_to: datetime | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    valid_from: AwareDatetime = Field(default_factory=utc_now)
+    valid_to: AwareDatetime | None = None
+    metadata: JsonDict = Field(default_factory=dict)

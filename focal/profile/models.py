@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field, JsonValue
 
 from focal.conversation.models import Channel
-from focal.models import FocalModel, utc_now
+from focal.models import FocalModel, JsonDict, utc_now
 
 
 class FieldSource(StrEnum):
@@ -27,7 +25,7 @@ class ChannelIdentity(FocalModel):
     channel: Channel
     channel_user_id: str = Field(min_length=1, max_length=255)
     verified: bool = False
-    created_at: datetime = Field(default_factory=utc_now)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
 
 
 class ProfileField(FocalModel):
@@ -37,12 +35,12 @@ class ProfileField(FocalModel):
     tenant_id: UUID
     profile_id: UUID
     field_name: str = Field(min_length=1, max_length=255)
-    field_value: Any = None
+    field_value: JsonValue = None
     source: FieldSource = FieldSource.USER_PROVIDED
     confidence: float = Field(default=1.0, ge=0.0, le=1.0)
     verified: bool = False
-    valid_from: datetime = Field(default_factory=utc_now)
-    valid_to: datetime | None = None
+    valid_from: AwareDatetime = Field(default_factory=utc_now)
+    valid_to: AwareDatetime | None = None
 
 
 class ProfileAsset(FocalModel):
@@ -51,8 +49,8 @@ class ProfileAsset(FocalModel):
     profile_id: UUID
     asset_type: str = Field(min_length=1, max_length=100)
     asset_reference: str = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime = Field(default_factory=utc_now)
+    metadata: JsonDict = Field(default_factory=dict)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
 
 
 class CustomerProfile(FocalModel):
@@ -63,5 +61,5 @@ class CustomerProfile(FocalModel):
     channel_identities: list[ChannelIdentity] = Field(default_factory=list)
     fields: dict[str, ProfileField] = Field(default_factory=dict)  # current value per field name
     assets: list[ProfileAsset] = Field(default_factory=list)
-    created_at: datetime = Field(default_factory=utc_now)
-    updated_at: datetime = Field(default_factory=utc_now)
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)

@@ -14,12 +14,8 @@ from pydantic import SecretStr
 from focal.errors import ConfigurationError
 from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
-from focal.providers.embedding.openai import DEFAULT_MODEL as DEFAULT_OPENAI_EMBEDDING_MODEL
-from focal.providers.embedding.openai import NATIVE_DIMENSIONS, OpenAIEmbeddingProvider
-from focal.providers.llm.anthropic import AnthropicProvider
 from focal.providers.llm.base import LLMProvider
 from focal.providers.llm.offline import OfflineLLMProvider
-from focal.providers.llm.openai import OpenAIProvider
 from focal.providers.retry import RetryPolicy
 from focal.settings import Settings
 
@@ -41,7 +37,10 @@ def build_llm_provider(settings: Settings) -> LLMProvider:
         )
     model = (section.model or DEFAULT_LLM_MODELS[name]).strip()
     policy = RetryPolicy(max_attempts=section.max_attempts, deadline=section.deadline_seconds)
+    # The vendor SDKs are imported only when selected: importing them costs seconds at start-up.
     if name == "anthropic":
+        from focal.providers.llm.anthropic import AnthropicProvider
+
         key = _required_key(settings.anthropic_api_key, "anthropic", "ANTHROPIC_API_KEY")
         if section.base_url is None and not model.startswith("claude"):
             raise ConfigurationError(
@@ -55,6 +54,8 @@ def build_llm_provider(settings: Settings) -> LLMProvider:
             timeout_seconds=section.timeout_seconds,
             retry_policy=policy,
         )
+    from focal.providers.llm.openai import OpenAIProvider
+
     key = _required_key(settings.openai_api_key, "openai", "OPENAI_API_KEY")
     if section.base_url is None and model.startswith("claude"):
         raise ConfigurationError(
@@ -80,6 +81,9 @@ def build_embedding_provider(settings: Settings) -> EmbeddingProvider:
             f"unknown embedding provider {section.provider!r} (FOCAL_EMBEDDING__PROVIDER): "
             f"use one of {', '.join(EMBEDDING_PROVIDERS)}"
         )
+    from focal.providers.embedding.openai import DEFAULT_MODEL as DEFAULT_OPENAI_EMBEDDING_MODEL
+    from focal.providers.embedding.openai import NATIVE_DIMENSIONS, OpenAIEmbeddingProvider
+
     key = _required_key(settings.openai_api_key, "openai", "OPENAI_API_KEY")
     model = (section.model or DEFAULT_OPENAI_EMBEDDING_MODEL).strip()
     # Forward dimensions only when they differ from the model's native length, so models that do

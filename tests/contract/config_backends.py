@@ -62,6 +62,7 @@ def rule(owner: Agent, **fields: Any) -> Rule:
         "name": f"rule-{uuid4().hex[:8]}",
         "condition_text": "the customer asks about refunds",
         "action_text": "explain the refund policy",
+        "embedding_model": "test-model",
     }
     values.update(fields)
     return Rule(tenant_id=owner.tenant_id, agent_id=owner.id, **values)
@@ -72,6 +73,7 @@ def scenario(owner: Agent, **fields: Any) -> Scenario:
     values: dict[str, Any] = {
         "name": f"scenario-{uuid4().hex[:8]}",
         "entry_step_id": first,
+        "embedding_model": "test-model",
         "steps": [
             ScenarioStep(
                 id=first,

@@ -53,7 +53,7 @@ class PostgresAuditStore(AuditStore):
 
     async def save_turn(self, turn: TurnRecord) -> UUID:
         check_turn(turn)
-        data = turn.model_dump(mode="json")
+        data = turn.model_dump(mode="json", warnings=False)
         with translate_pg_errors("save_turn", tenant_id=turn.tenant_id):
             await self._pool.execute(
                 f"INSERT INTO turn_records ({_TURN_COLUMNS}) "
@@ -134,7 +134,7 @@ class PostgresAuditStore(AuditStore):
                 event.session_id,
                 event.turn_id,
                 event.event_type,
-                json.dumps(event.model_dump(mode="json")["event_data"]),
+                json.dumps(event.model_dump(mode="json", warnings=False)["event_data"]),
                 event.created_at,
             )
         return event.id

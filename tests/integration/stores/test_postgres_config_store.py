@@ -82,6 +82,7 @@ async def test_cross_tenant_upserts_are_conflicts_and_leave_the_owner_row_unchan
         condition_text="c",
         action_text="a",
         embedding=unit_vector(1),
+        embedding_model="test-model",
     )
     await store.save_rule(rule)
     agent_before, rule_before = (
@@ -298,6 +299,7 @@ async def test_filtered_search_through_the_index_matches_an_exact_computation(
             condition_text="c",
             action_text="a",
             embedding=vector,
+            embedding_model="test-model",
         )
         await writer.save_rule(rule)
         if mine:
@@ -379,6 +381,7 @@ async def test_large_dimensions_use_a_halfvec_index_and_still_search_exactly(
                     condition_text="c",
                     action_text="a",
                     embedding=vector,
+                    embedding_model="test-model",
                 )
             )
         query = normalized([1.0, 0.05], dimensions)

@@ -1,0 +1,380 @@
+"""``TurnEngine``: one customer message in, one answer out, everything remembered.
+
+The pipeline depends only on the store and provider interfaces, so it runs the same on the
+in-memory reference stores (unit tests, ``focal serve --memory``) and on PostgreSQL + Redis.
+
+1. Load the agent (unknown: ``NotFoundError``; disabled: ``ConflictError``) and the session.
+   A given ``session_id`` must exist in this tenant for this agent (else ``NotFoundError``: a
+   foreign session looks absent), must not be CLOSED (``ConflictError``: the caller asked for that
+   session explicitly, so quietly opening another would hide the problem; omit ``session_id`` to
+   start afresh) and must belong to the same channel identity (``InvalidDataError``). Without an id,
+   ``get_by_channel`` gives the identity's latest session, reused only when it is this agent's and
+   not CLOSED; otherwise a new session is opened. All of this is read-only, so a refused turn
+   writes nothing. The message is embedded once, concurrently with these reads.
+2. Concurrently: look the customer up (``ProfileStore.get_by_channel_identity``) then recall memory
+   for them;
+   the scenario move (``scenario.py``) then rule retrieval for the scenario and step the turn now
+   answers from (``retrieval.py``); and the history read. The move comes before retrieval so that
+   the step a message leads to supplies the rules and templates of the answer (the step's question
+   is what the customer should see next).
+3. Respond (``respond.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
+4. Embed the answer; create the customer's profile if they are new
+   (``ProfileStore.get_or_create``, race-safe); then persist (``persist.py``): session first under
+   its version check, then the turn record, audit events and TURN episodes. A turn that fails
+   before this point (provider error without FALLBACK, refused input) has written nothing at all,
+   not even a profile.
+
+Two concurrent turns without a ``session_id`` for a brand-new channel identity each open their own
+session (both saves are first saves); turns naming one session serialise through its version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar, cast
+from uuid import uuid4
+
+from focal.alignment.models import Agent
+from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
+from focal.alignment.turn.persist import TurnWrites, append_turn, save_session_first
+from focal.alignment.turn.prompt import build_prompt
+from focal.alignment.turn.records import Reply, build_events, scenario_position, scenario_state, turn_episode
+from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
+from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
+from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
+from focal.audit.models import MatchedRule, TokenCounts, TurnRecord
+from focal.audit.stores.store import AuditStore
+from focal.conversation.models import Session, SessionStatus
+from focal.conversation.stores.store import SessionStore
+from focal.errors import ConflictError, InvalidDataError, InvalidResponseError, NotFoundError, ProviderError
+from focal.logging import get_logger
+from focal.memory.models import Episode
+from focal.memory.stores.store import MemoryStore
+from focal.profile.models import CustomerProfile
+from focal.profile.stores.store import ProfileStore
+from focal.providers.embedding.base import EmbeddingProvider
+from focal.providers.llm.base import LLMMessage, LLMProvider
+
+if TYPE_CHECKING:
+    from focal.bootstrap import FocalServices
+
+A = TypeVar("A")
+B = TypeVar("B")
+C = TypeVar("C")
+
+
+async def _all_of(first: Awaitable[A], second: Awaitable[B], third: Awaitable[C]) -> tuple[A, B, C]:
+    """Await all three concurrently; then raise the first failure in argument order.
+
+    Unlike a plain ``gather``, no sibling is left running (or failing unobserved) after an error,
+    and which error wins does not depend on timing: an unknown agent is reported before a foreign
+    session, whatever answered first.
+    """
+    results = await asyncio.gather(first, second, third, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast(A, results[0]), cast(B, results[1]), cast(C, results[2])
+
+
+class TurnEngine:
+    """Runs turns; holds no per-conversation state, so one instance serves every request."""
+
+    def __init__(
+        self,
+        *,
+        config_store: ConfigStore,
+        session_store: SessionStore,
+        memory_store: MemoryStore,
+        audit_store: AuditStore,
+        profile_store: ProfileStore,
+        llm_provider: LLMProvider,
+        embedding_provider: EmbeddingProvider,
+        config: TurnConfig | None = None,
+    ) -> None:
+        self._config_store = config_store
+        self._session_store = session_store
+        self._memory_store = memory_store
+        self._audit_store = audit_store
+        self._profile_store = profile_store
+        self._llm = llm_provider
+        self._embedder = embedding_provider
+        self._config = config or TurnConfig()
+
+    @classmethod
+    def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
+        return cls(
+            config_store=services.config_store,
+            session_store=services.session_store,
+            memory_store=services.memory_store,
+            audit_store=services.audit_store,
+            profile_store=services.profile_store,
+            llm_provider=services.llm_provider,
+            embedding_provider=services.embedding_provider,
+            config=config,
+        )
+
+    async def run(self, request: TurnRequest) -> TurnResult:
+        started = time.perf_counter()
+        timer = StepTimer()
+        message = request.normalised_message()
+        embedding_model = self._embedder.model_id
+
+        with timer.measure("load_and_embed"):
+            # Reads only (and the embedding, which writes nothing): a refused turn leaves no trace.
+            agent, found, message_embedding = await _all_of(
+                self._load_agent(request), self._find_session(request), self._embedder.embed(message)
+            )
+        session = found or Session(
+            tenant_id=request.tenant_id,
+            agent_id=agent.id,
+            channel=request.channel,
+            user_channel_id=request.user_channel_id,
+            config_version=agent.current_version,
+        )
+        turn_number = session.turn_count + 1
+
+        async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
+            # A read: a customer seen for the first time is only created once the turn succeeded.
+            with timer.measure("resolve_customer"):
+                profile = await self._profile_store.get_by_channel_identity(
+                    request.tenant_id, request.channel, request.user_channel_id
+                )
+            if profile is None:
+                return None, []  # nothing to remember about someone new
+            with timer.measure("recall_memory"):
+                memories = await recall_memory(
+                    self._memory_store,
+                    session,
+                    profile.id,
+                    message_embedding,
+                    embedding_model=embedding_model,
+                    turn_number=turn_number,
+                    config=self._config,
+                )
+            return profile, memories
+
+        async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch]]:
+            with timer.measure("scenario"):
+                outcome = await advance_scenario(
+                    self._config_store,
+                    session,
+                    message_embedding,
+                    embedding_model=embedding_model,
+                    turn_number=turn_number,
+                    config=self._config,
+                )
+            with timer.measure("retrieve_rules"):
+                matches = await retrieve_rules(
+                    self._config_store,
+                    session,
+                    message_embedding,
+                    embedding_model=embedding_model,
+                    scenario_id=outcome.scenario.id if outcome.scenario else None,
+                    step_id=outcome.step.id if outcome.step else None,
+                    turn_number=turn_number,
+                    config=self._config,
+                )
+            return outcome, matches
+
+        (profile, memories), (outcome, matches), history = await _all_of(
+            customer_then_memory(), scenario_then_rules(), self._history(session, timer)
+        )
+        record_fires(session, matches, turn_number)
+
+        with timer.measure("respond"):
+            reply = await self._answer(agent, session, message, matches, outcome, memories, history)
+        with timer.measure("embed_answer"):
+            (answer_embedding,) = await self._embedder.embed_batch([reply.text])
+        if profile is None:
+            # Race-safe: concurrent first turns of one identity get one profile. Created after the
+            # answer exists, so a refused or failed turn leaves no profile behind.
+            with timer.measure("create_customer"):
+                profile = await self._profile_store.get_or_create(
+                    request.tenant_id, request.channel, request.user_channel_id
+                )
+        session.customer_profile_id = profile.id
+
+        session.turn_count = turn_number
+        session.status = SessionStatus.ACTIVE
+        with timer.measure("save_session"):
+            saved = await save_session_first(self._session_store, session)
+
+        turn_id = uuid4()
+        position = scenario_position(outcome)
+        matched = [MatchedRule(rule_id=m.rule.id, name=m.rule.name, score=round(m.score, 4)) for m in matches]
+        record = TurnRecord(
+            id=turn_id,
+            tenant_id=request.tenant_id,
+            agent_id=agent.id,
+            session_id=saved.session_id,
+            turn_number=turn_number,
+            user_message=message,
+            assistant_response=reply.text,
+            context_extracted={
+                "timings_ms": timer.snapshot(),
+                "new_session": found is None,
+                "customer_profile_id": str(profile.id),
+                "recalled_episode_ids": [str(episode.id) for episode, _ in memories],
+                "llm_model": reply.llm_model,
+                "finish_reason": reply.finish_reason,
+                "template_id": str(reply.template_id) if reply.template_id else None,
+            },
+            rules_matched=matched,
+            scenario_state=scenario_state(outcome, saved),
+            token_usage=reply.usage,
+            latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
+        )
+        writes = TurnWrites(
+            record=record,
+            events=build_events(record, matches, outcome, reply),
+            episodes=[
+                turn_episode(record, profile.id, message, message_embedding, embedding_model, "customer"),
+                turn_episode(record, profile.id, reply.text, answer_embedding, embedding_model, "agent"),
+            ],
+        )
+        with timer.measure("append_records"):
+            await append_turn(self._audit_store, self._memory_store, writes)
+
+        latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+        return TurnResult(
+            session_id=saved.session_id,
+            turn_id=turn_id,
+            turn_number=turn_number,
+            response=reply.text,
+            matched_rules=matched,
+            scenario=position,
+            template_id=reply.template_id,
+            usage=reply.usage,
+            latency_ms=latency_ms,
+            timings_ms=timer.snapshot(),
+            new_session=found is None,
+        )
+
+    # --- loading ----------------------------------------------------------------------------
+
+    async def _load_agent(self, request: TurnRequest) -> Agent:
+        agent = await self._config_store.get_agent(request.tenant_id, request.agent_id)
+        if agent is None:
+            raise NotFoundError(f"agent {request.agent_id} not found")
+        if not agent.enabled:
+            raise ConflictError(f"agent {request.agent_id} is disabled; enable it to chat")
+        return agent
+
+    async def _find_session(self, request: TurnRequest) -> Session | None:
+        """The session to continue, or None to open a new one (see the module docstring)."""
+        if request.session_id is not None:
+            session = await self._session_store.get(request.tenant_id, request.session_id)
+            if session is None or session.agent_id != request.agent_id:
+                raise NotFoundError(f"session {request.session_id} not found for agent {request.agent_id}")
+            if session.status is SessionStatus.CLOSED:
+                raise ConflictError(
+                    f"session {request.session_id} is closed; omit session_id to open a new one"
+                )
+            if (session.channel, session.user_channel_id) != (request.channel, request.user_channel_id):
+                raise InvalidDataError(
+                    f"session {request.session_id} belongs to another channel identity than "
+                    f"{request.channel.value}/{request.user_channel_id}"
+                )
+            return session
+        latest = await self._session_store.get_by_channel(
+            request.tenant_id, request.channel, request.user_channel_id
+        )
+        if latest is None or latest.agent_id != request.agent_id or latest.status is SessionStatus.CLOSED:
+            return None
+        return latest
+
+    async def _history(self, session: Session, timer: StepTimer) -> list[LLMMessage]:
+        """The last ``history_turns`` turns of this session, oldest first, as LLM messages."""
+        window = self._config.history_turns
+        if session.turn_count == 0 or window == 0:
+            return []
+        with timer.measure("load_history"):
+            turns = await self._audit_store.list_turns_by_session(
+                session.tenant_id,
+                session.session_id,
+                limit=window,
+                offset=max(0, session.turn_count - window),
+            )
+        history: list[LLMMessage] = []
+        for turn in turns[-window:]:
+            history.append(LLMMessage(role="user", content=turn.user_message))
+            history.append(LLMMessage(role="assistant", content=turn.assistant_response))
+        return history
+
+    # --- answering ----------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        agent: Agent,
+        session: Session,
+        message: str,
+        matches: list[RuleMatch],
+        outcome: ScenarioOutcome,
+        memories: list[tuple[Episode, float]],
+        history: list[LLMMessage],
+    ) -> Reply:
+        catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
+        exclusive = await exclusive_answer(catalog, matches, outcome.step, session.variables)
+        if exclusive is not None:
+            t = exclusive.template
+            return Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
+        prompt = build_prompt(
+            message,
+            rule_actions=[m.rule.action_text for m in matches if not m.rule.is_hard_constraint],
+            hard_constraints=[m.rule.action_text for m in matches if m.rule.is_hard_constraint],
+            suggestions=await suggested_texts(catalog, matches, outcome.step, session.variables),
+            memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in memories],
+            scenario_step=_step_line(outcome),
+        )
+        try:
+            response = await self._llm.generate(
+                prompt,
+                system_prompt=agent.system_prompt,
+                history=history,
+                max_tokens=agent.max_tokens,
+                temperature=agent.temperature,
+            )
+            if not response.content.strip():
+                raise InvalidResponseError("the model returned an empty answer", provider=self._llm.model_id)
+        except ProviderError as exc:
+            fallback = await fallback_answer(catalog, matches, outcome.step, session.variables)
+            get_logger("focal.turn").warning(
+                "turn_provider_failed",
+                tenant_id=str(agent.tenant_id),
+                session_id=str(session.session_id),
+                error=type(exc).__name__,
+                message=str(exc),
+                fallback_template_id=str(fallback.template.id) if fallback else None,
+            )
+            if fallback is None:
+                raise
+            t = fallback.template
+            return Reply(
+                fallback.text,
+                template_id=t.id,
+                template_name=t.name,
+                template_mode=t.mode.value,
+                provider_error=exc,
+            )
+        return Reply(
+            response.content.strip(),
+            usage=TokenCounts(**response.usage.model_dump()),
+            llm_model=response.model,
+            finish_reason=response.finish_reason,
+        )
+
+
+def _step_line(outcome: ScenarioOutcome) -> str | None:
+    if outcome.scenario is None or outcome.step is None:
+        return None
+    description = f": {outcome.step.description}" if outcome.step.description else ""
+    return f"{outcome.scenario.name} / {outcome.step.name}{description}"
+
+
+def _memory_line(episode: Episode) -> str:
+    speaker = "you answered" if episode.metadata.get("role") == "agent" else "the customer said"
+    return f"{speaker}: {episode.content}"

@@ -1,0 +1,128 @@
+"""Value objects of one turn: its configuration, its input, its result.
+
+``TurnConfig`` holds the pipeline's thresholds. The defaults suit the lexical
+``HashingEmbeddingProvider`` (a message sharing two or three words with a rule condition scores
+roughly 0.2-0.4; text sharing no word scores about 0). A semantic embedder (OpenAI) scores related
+texts higher and unrelated ones around 0.1-0.3, so deployments using one should raise the
+thresholds; they are plain fields so ``create_app``/``bootstrap`` or a test can pass their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict
+
+from focal.audit.models import MatchedRule, TokenCounts
+from focal.conversation.models import Channel
+from focal.errors import InvalidDataError
+
+MAX_MESSAGE_CHARS = 16_000
+
+
+@dataclass(frozen=True)
+class TurnConfig:
+    """Thresholds and window sizes of the turn pipeline."""
+
+    rule_min_score: float = 0.15  # a rule must score at least this to match
+    max_rules: int = 5  # top k matched rules kept per turn
+    rule_candidates: int = 20  # rules fetched before the fires/cooldown filter
+    scenario_entry_min_score: float = 0.2  # entering a scenario needs this entry-condition score
+    transition_min_score: float = 0.15  # following a step transition needs this score
+    memory_results: int = 3  # recalled episodes offered to the LLM
+    memory_min_score: float = 0.1
+    history_turns: int = 6  # last N turns of this session sent to the LLM as history
+
+    def __post_init__(self) -> None:
+        for name in (
+            "rule_min_score",
+            "scenario_entry_min_score",
+            "transition_min_score",
+            "memory_min_score",
+        ):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a cosine score in [-1, 1], got {value}")
+        for name in ("max_rules", "rule_candidates", "memory_results", "history_turns"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1000:
+                raise ValueError(f"{name} must be between 0 and 1000, got {value}")
+        if self.rule_candidates < self.max_rules:
+            raise ValueError("rule_candidates must be >= max_rules")
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """One customer message for one agent, in one tenant."""
+
+    tenant_id: UUID
+    agent_id: UUID
+    channel: Channel
+    user_channel_id: str
+    message: str
+    session_id: UUID | None = None
+
+    def normalised_message(self) -> str:
+        """The message stripped of surrounding whitespace; empty or oversized is bad input."""
+        text = self.message.strip()
+        if not text:
+            raise InvalidDataError("message is empty")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise InvalidDataError(f"message is longer than {MAX_MESSAGE_CHARS} characters")
+        if not self.user_channel_id.strip():
+            raise InvalidDataError("user_channel_id is empty")
+        return text
+
+
+class ScenarioPosition(BaseModel):
+    """Where in a scenario this turn was answered from (the step after this turn's move)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: UUID
+    name: str
+    step_id: UUID
+    step_name: str
+    finished: bool = False  # the step is terminal: the session left the scenario after this turn
+
+
+class TurnResult(BaseModel):
+    """What one turn produced; the chat endpoint returns it almost verbatim."""
+
+    model_config = ConfigDict(frozen=True)
+
+    session_id: UUID
+    turn_id: UUID
+    turn_number: int
+    response: str
+    matched_rules: list[MatchedRule]
+    scenario: ScenarioPosition | None
+    template_id: UUID | None
+    usage: TokenCounts
+    latency_ms: float
+    timings_ms: dict[str, float]
+    new_session: bool
+
+
+@dataclass
+class StepTimer:
+    """Wall-clock milliseconds per pipeline step, in the order they ran."""
+
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def measure(self, step: str) -> Iterator[None]:
+        """Time the block; a step measured twice accumulates."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed_ms = (time.perf_counter() - start) * 1000.0
+            self.timings_ms[step] = round(self.timings_ms.get(step, 0.0) + elapsed_ms, 3)
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.timings_ms)

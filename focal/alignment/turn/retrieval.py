@@ -1,0 +1,128 @@
+"""Retrieval for one turn: the rules that apply to the message, and what is remembered of the customer.
+
+Rules. ``ConfigStore.vector_search_rules`` admits GLOBAL rules plus the rules scoped to the
+scenario and step this turn answers from, compares only vectors of the embedder's model, and
+returns candidates above ``rule_min_score``. Rules that are used up are dropped next:
+``max_fires_per_session`` (0 = unlimited) counts earlier fires in this session, and a rule with
+``cooldown_turns = N`` that fired at turn ``t`` sleeps through turns ``t+1 .. t+N`` and may fire
+again at ``t+N+1``. The survivors are ordered by score, then priority (then id, for a stable
+order), and the top ``max_rules`` are kept. Candidates are fetched generously
+(``rule_candidates``) so that rules dropped by the fires filter do not starve the top k.
+
+Memory. ``MemoryStore.vector_search_episodes`` for this customer only (never another customer's
+or tenant's episodes). Episodes of the current session that are already in the LLM history window
+are skipped: sending them twice would only waste the context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from focal.alignment.models import Rule, Scope
+from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.models import TurnConfig
+from focal.conversation.models import Session
+from focal.memory.models import Episode
+from focal.memory.stores.store import MemoryStore
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    rule: Rule
+    score: float
+
+
+def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tuple[Scope, UUID | None]]:
+    """GLOBAL, plus the scenario and step this turn answers from."""
+    scopes: list[tuple[Scope, UUID | None]] = [(Scope.GLOBAL, None)]
+    if scenario_id is not None:
+        scopes.append((Scope.SCENARIO, scenario_id))
+    if step_id is not None:
+        scopes.append((Scope.STEP, step_id))
+    return scopes
+
+
+def rule_is_spent(rule: Rule, session: Session, turn_number: int) -> bool:
+    """True when the rule reached its fire limit or is still cooling down in this session."""
+    key = str(rule.id)
+    if rule.max_fires_per_session > 0 and session.rule_fires.get(key, 0) >= rule.max_fires_per_session:
+        return True
+    last_fire = session.rule_last_fire_turn.get(key)
+    return (
+        rule.cooldown_turns > 0 and last_fire is not None and turn_number - last_fire <= rule.cooldown_turns
+    )
+
+
+async def retrieve_rules(
+    config_store: ConfigStore,
+    session: Session,
+    message_embedding: list[float],
+    *,
+    embedding_model: str,
+    scenario_id: UUID | None,
+    step_id: UUID | None,
+    turn_number: int,
+    config: TurnConfig,
+) -> list[RuleMatch]:
+    if config.max_rules == 0:
+        return []
+    candidates = await config_store.vector_search_rules(
+        message_embedding,
+        session.tenant_id,
+        session.agent_id,
+        scopes=admitted_scopes(scenario_id, step_id),
+        limit=config.rule_candidates,
+        min_score=config.rule_min_score,
+        embedding_model=embedding_model,
+    )
+    live = [
+        RuleMatch(rule, score)
+        for rule, score in candidates
+        if score >= config.rule_min_score and not rule_is_spent(rule, session, turn_number)
+    ]
+    live.sort(key=lambda match: (-match.score, -match.rule.priority, str(match.rule.id)))
+    return live[: config.max_rules]
+
+
+def record_fires(session: Session, matches: list[RuleMatch], turn_number: int) -> None:
+    """Count this turn's fires on the session (saved with it, under the version check)."""
+    for match in matches:
+        key = str(match.rule.id)
+        session.rule_fires[key] = session.rule_fires.get(key, 0) + 1
+        session.rule_last_fire_turn[key] = turn_number
+
+
+async def recall_memory(
+    memory_store: MemoryStore,
+    session: Session,
+    customer_profile_id: UUID,
+    message_embedding: list[float],
+    *,
+    embedding_model: str,
+    turn_number: int,
+    config: TurnConfig,
+) -> list[tuple[Episode, float]]:
+    if config.memory_results == 0:
+        return []
+    oldest_in_history = turn_number - config.history_turns
+    found = await memory_store.vector_search_episodes(
+        message_embedding,
+        session.tenant_id,
+        session.agent_id,
+        customer_profile_id=customer_profile_id,
+        limit=min(1000, config.memory_results + 2 * config.history_turns),
+        min_score=config.memory_min_score,
+        embedding_model=embedding_model,
+    )
+    recalled: list[tuple[Episode, float]] = []
+    for episode, score in found:
+        episode_turn = episode.metadata.get("turn_number")
+        in_history = (
+            episode.session_id == session.session_id
+            and isinstance(episode_turn, int)
+            and episode_turn >= oldest_in_history
+        )
+        if not in_history:
+            recalled.append((episode, score))
+    return recalled[: config.memory_results]

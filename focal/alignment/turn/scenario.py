@@ -1,0 +1,236 @@
+"""Scenario state for one turn: enter a scenario, follow a step transition, finish at a terminal step.
+
+At most one move per turn: a session outside any scenario may enter one (the best entry-condition
+score above ``scenario_entry_min_score``); a session inside one may follow one transition of its
+current step (the best condition score above ``transition_min_score``, ties broken by the
+transition's priority). Every entry and move appends a ``StepVisit`` carrying the step's content
+hash, which scenario migration uses to find sessions parked on a step whose definition changed.
+
+Reaching a terminal step finishes the scenario: the visit is recorded, then the session's active
+scenario and step are cleared. The turn itself is still answered from that terminal step (its
+templates and step-scoped rules apply), so the caller keeps the scenario and step of the outcome.
+
+Scores are only computed against embeddings made by the same embedding model as the message:
+vectors of two models are not comparable, so a scenario embedded by another model never matches
+(re-save it to re-embed it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from focal.alignment.models import Scenario, ScenarioStep
+from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.models import TurnConfig
+from focal.conversation.models import Session, StepVisit
+
+
+def step_content_hash(step: ScenarioStep) -> str:
+    """A stable sha256 of what defines a step (not its embeddings, which are derived from its text).
+
+    Covers name, description, transitions (target, condition, priority, in order), rule_ids,
+    template_ids and collects_fields; the same content always gives the same hash, in any process.
+    """
+    content = {
+        "name": step.name,
+        "description": step.description,
+        "transitions": [
+            {"to_step_id": str(t.to_step_id), "condition_text": t.condition_text, "priority": t.priority}
+            for t in step.transitions
+        ],
+        "rule_ids": [str(rule_id) for rule_id in step.rule_ids],
+        "template_ids": [str(template_id) for template_id in step.template_ids],
+        "collects_fields": list(step.collects_fields),
+    }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ScenarioOutcome:
+    """The scenario and step this turn answers from, and what happened to get there."""
+
+    scenario: Scenario | None = None
+    step: ScenarioStep | None = None
+    finished: bool = False
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def _score(vector: list[float] | None, query: list[float], query_norm: float) -> float | None:
+    """Cosine similarity, or None for a missing, zero or differently sized vector.
+
+    ``map(operator.mul)`` keeps the loops in C: about twice as fast as a generator over ``zip`` for
+    1536-d vectors, and a turn scores the entry condition of every scenario or every transition.
+    """
+    if vector is None or len(vector) != len(query):
+        return None
+    norm = vector_norm(vector)
+    if norm == 0.0 or query_norm == 0.0:
+        return None
+    return float(sum(map(operator.mul, vector, query))) / (norm * query_norm)
+
+
+def vector_norm(vector: list[float]) -> float:
+    return math.sqrt(float(sum(map(operator.mul, vector, vector))))
+
+
+def _visit(step: ScenarioStep, turn_number: int, reason: str) -> StepVisit:
+    return StepVisit(
+        step_id=step.id,
+        step_name=step.name,
+        step_content_hash=step_content_hash(step),
+        turn_number=turn_number,
+        transition_reason=reason,
+    )
+
+
+def _leave(session: Session) -> None:
+    session.active_scenario_id = None
+    session.active_scenario_version = None
+    session.current_step_id = None
+
+
+def _finish_if_terminal(
+    session: Session, scenario: Scenario, step: ScenarioStep, outcome: ScenarioOutcome
+) -> None:
+    if step.is_terminal:
+        outcome.finished = True
+        outcome.events.append(
+            (
+                "scenario_completed",
+                {"scenario_id": str(scenario.id), "step_id": str(step.id), "step_name": step.name},
+            )
+        )
+        _leave(session)
+
+
+async def advance_scenario(
+    config_store: ConfigStore,
+    session: Session,
+    message_embedding: list[float],
+    *,
+    embedding_model: str,
+    turn_number: int,
+    config: TurnConfig,
+) -> ScenarioOutcome:
+    """Decide this turn's scenario move and apply it to ``session`` (a working copy, saved later)."""
+    outcome = ScenarioOutcome()
+    if session.active_scenario_id is not None:
+        scenario = await config_store.get_scenario(session.tenant_id, session.active_scenario_id)
+        step = scenario.step(session.current_step_id) if scenario is not None else None
+        if scenario is None or step is None or not scenario.enabled or scenario.agent_id != session.agent_id:
+            # The scenario was deleted or disabled, or the step vanished from it: leave it rather than
+            # answer from a definition that no longer exists; the message may still enter another one.
+            outcome.events.append(
+                (
+                    "scenario_exited",
+                    {"scenario_id": str(session.active_scenario_id), "reason": "scenario_unavailable"},
+                )
+            )
+            _leave(session)
+        else:
+            _follow_transition(
+                session, scenario, step, message_embedding, embedding_model, turn_number, config, outcome
+            )
+            return outcome
+    scenarios = await config_store.get_scenarios(session.tenant_id, session.agent_id, enabled_only=True)
+    _enter_best(session, scenarios, message_embedding, embedding_model, turn_number, config, outcome)
+    return outcome
+
+
+def _follow_transition(
+    session: Session,
+    scenario: Scenario,
+    step: ScenarioStep,
+    query: list[float],
+    embedding_model: str,
+    turn_number: int,
+    config: TurnConfig,
+    outcome: ScenarioOutcome,
+) -> None:
+    outcome.scenario, outcome.step = scenario, step
+    best: tuple[float, int, UUID, str] | None = None
+    query_norm = vector_norm(query)
+    if scenario.embedding_model == embedding_model:
+        for transition in step.transitions:
+            score = _score(transition.condition_embedding, query, query_norm)
+            if score is None or score < config.transition_min_score:
+                continue
+            candidate = (score, transition.priority, transition.to_step_id, transition.condition_text)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+    if best is None:
+        return
+    score, _, to_step_id, condition_text = best
+    target = scenario.step(to_step_id)
+    if target is None:  # the model validator forbids this; kept as a guard against stored bad data
+        return
+    session.current_step_id = target.id
+    session.step_history.append(_visit(target, turn_number, f"transition ({score:.3f}): {condition_text}"))
+    outcome.step = target
+    outcome.events.append(
+        (
+            "step_changed",
+            {
+                "scenario_id": str(scenario.id),
+                "from_step_id": str(step.id),
+                "from_step_name": step.name,
+                "to_step_id": str(target.id),
+                "to_step_name": target.name,
+                "score": round(score, 4),
+            },
+        )
+    )
+    _finish_if_terminal(session, scenario, target, outcome)
+
+
+def _enter_best(
+    session: Session,
+    scenarios: list[Scenario],
+    query: list[float],
+    embedding_model: str,
+    turn_number: int,
+    config: TurnConfig,
+    outcome: ScenarioOutcome,
+) -> None:
+    best: tuple[float, Scenario] | None = None
+    query_norm = vector_norm(query)
+    for scenario in scenarios:
+        if scenario.embedding_model != embedding_model or scenario.agent_id != session.agent_id:
+            continue
+        score = _score(scenario.entry_embedding, query, query_norm)
+        if score is None or score < config.scenario_entry_min_score:
+            continue
+        if best is None or score > best[0]:  # get_scenarios orders by name: ties keep the first name
+            best = (score, scenario)
+    if best is None:
+        return
+    score, scenario = best
+    entry = scenario.step(scenario.entry_step_id)
+    if entry is None:  # forbidden by the model validator
+        return
+    session.active_scenario_id = scenario.id
+    session.active_scenario_version = scenario.version
+    session.current_step_id = entry.id
+    session.step_history.append(_visit(entry, turn_number, f"entered ({score:.3f})"))
+    outcome.scenario, outcome.step = scenario, entry
+    outcome.events.append(
+        (
+            "scenario_entered",
+            {
+                "scenario_id": str(scenario.id),
+                "scenario_name": scenario.name,
+                "version": scenario.version,
+                "step_id": str(entry.id),
+                "step_name": entry.name,
+                "score": round(score, 4),
+            },
+        )
+    )
+    _finish_if_terminal(session, scenario, entry, outcome)

@@ -1,0 +1,56 @@
+"""``POST /v1/agents/{agent_id}/chat``: one customer turn through the turn pipeline.
+
+The route only translates HTTP to a ``TurnRequest`` and back; errors are raised, never caught, and
+mapped by ``focal.api.errors``:
+
+- unknown agent, or a ``session_id`` that is not this tenant's session with this agent: 404
+  (nothing is written);
+- disabled agent: 409 (the request is well-formed; the agent's state refuses it);
+- a closed ``session_id``: 409 (omit ``session_id`` to open a new session);
+- a ``session_id`` of another channel identity, an empty message or unknown fields: 422;
+- a concurrent turn on the same session that saved first: 409, and this turn left no trace;
+- the LLM provider failing after its retries with no FALLBACK template: 502 (503 when the vendor is
+  unavailable, 429 when rate limited), and nothing is saved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+
+from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest
+from focal.api.deps import ServicesDep, TenantDep
+from focal.api.schemas.chat import ChatRequest, ChatResponse
+
+router = APIRouter(tags=["chat"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "no such agent, or session_id is not this tenant's session with this agent"},
+    409: {"description": "the agent is disabled, the session is closed, or a concurrent turn saved first"},
+    429: {"description": "the LLM provider rate-limited us and no FALLBACK template exists"},
+    502: {"description": "the LLM provider failed and no FALLBACK template exists; nothing was saved"},
+    503: {"description": "the LLM provider or a store is unavailable; nothing was saved"},
+}
+
+
+@router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_ERRORS)
+async def chat(
+    agent_id: UUID, body: ChatRequest, tenant_id: TenantDep, services: ServicesDep, request: Request
+) -> ChatResponse:
+    """Run one turn: match rules, move through scenarios, recall memory, answer, remember."""
+    # An app may carry its own thresholds (e.g. tuned for a semantic embedder) in app.state.turn_config.
+    config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
+    engine = TurnEngine.from_services(services, config)
+    result = await engine.run(
+        TurnRequest(
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            channel=body.channel,
+            user_channel_id=body.user_channel_id,
+            message=body.message,
+            session_id=body.session_id,
+        )
+    )
+    return ChatResponse.from_result(result)

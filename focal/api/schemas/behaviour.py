@@ -1,0 +1,166 @@
+"""Rule, template, variable and tool-activation request and response bodies.
+
+Embeddings are computed by the server and never accepted or returned: responses carry only the
+``embedding_model`` that produced them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import Field
+
+from focal.alignment.models import VARIABLE_NAME_PATTERN, Scope, TemplateMode, VariableUpdatePolicy
+from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
+
+__all__ = [
+    "RuleCreate",
+    "RuleOut",
+    "RuleUpdate",
+    "TemplateCreate",
+    "TemplateOut",
+    "TemplateUpdate",
+    "ToolActivationCreate",
+    "ToolActivationOut",
+    "ToolActivationUpdate",
+    "VariableCreate",
+    "VariableOut",
+    "VariableUpdate",
+]
+
+_NAME = Field(min_length=1, max_length=255)
+_TOOL_ID = Field(min_length=1, max_length=255)
+
+
+class RuleCreate(RequestModel):
+    name: str = _NAME
+    description: str | None = None
+    condition_text: NonBlankStr = Field(min_length=1)
+    action_text: NonBlankStr = Field(min_length=1)
+    scope: Scope = Scope.GLOBAL
+    scope_id: UUID | None = Field(default=None, description="required unless scope is GLOBAL")
+    priority: int = Field(default=0, ge=-100, le=100)
+    enabled: bool = True
+    max_fires_per_session: int = Field(default=0, ge=0, description="0 = unlimited")
+    cooldown_turns: int = Field(default=0, ge=0)
+    is_hard_constraint: bool = False
+    attached_tool_ids: list[str] = Field(default_factory=list)
+    attached_template_ids: list[UUID] = Field(default_factory=list)
+
+
+class RuleUpdate(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    description: str | None = None
+    condition_text: NonBlankStr | None = Field(default=None, min_length=1)
+    action_text: NonBlankStr | None = Field(default=None, min_length=1)
+    scope: Scope | None = None
+    scope_id: UUID | None = None
+    priority: int | None = Field(default=None, ge=-100, le=100)
+    enabled: bool | None = None
+    max_fires_per_session: int | None = Field(default=None, ge=0)
+    cooldown_turns: int | None = Field(default=None, ge=0)
+    is_hard_constraint: bool | None = None
+    attached_tool_ids: list[str] | None = None
+    attached_template_ids: list[UUID] | None = None
+
+
+class RuleOut(ResponseModel):
+    id: UUID
+    agent_id: UUID
+    name: str
+    description: str | None
+    condition_text: str
+    action_text: str
+    scope: Scope
+    scope_id: UUID | None
+    priority: int
+    enabled: bool
+    max_fires_per_session: int
+    cooldown_turns: int
+    is_hard_constraint: bool
+    attached_tool_ids: list[str]
+    attached_template_ids: list[UUID]
+    embedding_model: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateCreate(RequestModel):
+    name: str = _NAME
+    text: NonBlankStr = Field(min_length=1, description="may contain {variable} placeholders")
+    mode: TemplateMode = TemplateMode.SUGGEST
+    scope: Scope = Scope.GLOBAL
+    scope_id: UUID | None = None
+
+
+class TemplateUpdate(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=255)
+    text: NonBlankStr | None = Field(default=None, min_length=1)
+    mode: TemplateMode | None = None
+    scope: Scope | None = None
+    scope_id: UUID | None = None
+
+
+class TemplateOut(ResponseModel):
+    id: UUID
+    agent_id: UUID
+    name: str
+    text: str
+    mode: TemplateMode
+    scope: Scope
+    scope_id: UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VariableCreate(RequestModel):
+    name: str = Field(min_length=1, max_length=255, pattern=VARIABLE_NAME_PATTERN.pattern)
+    description: str | None = None
+    default_value: Any = None
+    update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
+    resolver_tool_id: str | None = None
+
+
+class VariableUpdate(RequestModel):
+    name: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=VARIABLE_NAME_PATTERN.pattern
+    )
+    description: str | None = None
+    default_value: Any = None
+    update_policy: VariableUpdatePolicy | None = None
+    resolver_tool_id: str | None = None
+
+
+class VariableOut(ResponseModel):
+    id: UUID
+    agent_id: UUID
+    name: str
+    description: str | None
+    default_value: Any
+    update_policy: VariableUpdatePolicy
+    resolver_tool_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ToolActivationCreate(RequestModel):
+    tool_id: str = _TOOL_ID
+    enabled: bool = True
+    policy_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolActivationUpdate(RequestModel):
+    enabled: bool | None = None
+    policy_overrides: dict[str, Any] | None = None
+
+
+class ToolActivationOut(ResponseModel):
+    id: UUID
+    agent_id: UUID
+    tool_id: str
+    enabled: bool
+    policy_overrides: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,306 @@
+"""Build Focal's services (stores, providers, clients) from ``Settings``, and close them again.
+
+Configuration flows one way: ``Settings`` is built once, and this module turns it into pools,
+clients, stores and providers. Stores and providers receive clients and typed options; they never
+read the environment.
+
+The backend is chosen explicitly by ``settings.storage``:
+
+- ``memory``: the in-memory reference stores; nothing persists.
+- ``external``: PostgreSQL at ``database.url`` and Redis at ``redis.url``, both required. The
+  schema must be at the code's head revision (``SchemaVersionError`` naming the fix otherwise).
+- ``embedded``: the servers are child processes started by ``focal serve``, which then calls
+  ``build_services`` as ``external`` with their URLs. Building ``embedded`` directly is an error.
+
+There is no fallback from one backend to another: a server that cannot be reached is an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from focal.errors import ConfigurationError, FocalError, StoreConnectionError
+from focal.logging import get_logger
+from focal.settings import RedisSettings, Settings, StorageBackend
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from focal.alignment.stores.config_store import ConfigStore
+    from focal.audit.stores.store import AuditStore
+    from focal.conversation.stores.store import SessionStore
+    from focal.memory.stores.store import MemoryStore
+    from focal.profile.stores.store import ProfileStore
+    from focal.providers.embedding.base import EmbeddingProvider
+    from focal.providers.llm.base import LLMProvider
+
+__all__ = ["FocalServices", "ReadinessChecks", "build_services", "open_services"]
+
+_log = get_logger("focal.bootstrap")
+
+DATABASE_URL_VARIABLE = "FOCAL_DATABASE_URL"
+REDIS_URL_VARIABLE = "FOCAL_REDIS_URL"
+READINESS_TIMEOUT_SECONDS = 3.0
+
+# ``redis.asyncio.Redis``. Typed as Any: the installed ``types-redis`` stubs (4.6) shadow
+# redis-py 8's own annotations (they lack ``aclose``, for one).
+RedisClient = Any
+
+
+@dataclass
+class ReadinessChecks:
+    """What ``GET /ready`` probes: the database pool (and its schema) and the Redis client.
+
+    Both are ``None`` for the in-memory backend, which is always ready.
+    """
+
+    pool: asyncpg.Pool | None = None
+    redis: RedisClient | None = None
+    timeout_seconds: float = READINESS_TIMEOUT_SECONDS
+
+    async def run(self) -> dict[str, str]:
+        """Probe every dependency; returns ``{check: "ok" | "<why it failed>"}``, never raises."""
+        results: dict[str, str] = {}
+        if self.pool is not None:
+            results["postgres"] = await self._probe(self._check_postgres)
+            if results["postgres"] == "ok":
+                results["schema"] = await self._probe(self._check_schema)
+            else:
+                results["schema"] = "not checked: PostgreSQL is unavailable"
+        if self.redis is not None:
+            results["redis"] = await self._probe(self._check_redis)
+        return results
+
+    async def _probe(self, check: Any) -> str:
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await check()
+        except TimeoutError:
+            return f"timed out after {self.timeout_seconds:g}s"
+        except FocalError as exc:
+            return str(exc)
+        except Exception as exc:  # a readiness probe reports every failure instead of raising
+            return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    async def _check_postgres(self) -> None:
+        from focal.db.pool import check_pool
+
+        assert self.pool is not None
+        await check_pool(self.pool, timeout_seconds=self.timeout_seconds)
+
+    async def _check_schema(self) -> None:
+        from focal.db.migrate import ensure_schema_at_head
+
+        assert self.pool is not None
+        await ensure_schema_at_head(self.pool)
+
+    async def _check_redis(self) -> None:
+        assert self.redis is not None
+        if not await self.redis.ping():
+            raise StoreConnectionError("Redis did not answer PING")
+
+
+@dataclass
+class FocalServices:
+    """Everything a request handler or the turn pipeline needs, built once per process."""
+
+    settings: Settings
+    config_store: ConfigStore
+    memory_store: MemoryStore
+    session_store: SessionStore
+    audit_store: AuditStore
+    profile_store: ProfileStore
+    llm_provider: LLMProvider
+    embedding_provider: EmbeddingProvider
+    checks: ReadinessChecks = field(default_factory=ReadinessChecks)
+
+
+def _check_embedding_dimensions(settings: Settings, provider: EmbeddingProvider) -> None:
+    if provider.dimensions != settings.embedding.dimensions:
+        raise ConfigurationError(
+            f"the embedding provider {provider.model_id!r} produces {provider.dimensions}-dimensional "
+            f"vectors but FOCAL_EMBEDDING__DIMENSIONS is {settings.embedding.dimensions}"
+        )
+
+
+def _build_providers(settings: Settings) -> tuple[LLMProvider, EmbeddingProvider]:
+    from focal.providers.factory import build_embedding_provider, build_llm_provider
+
+    llm = build_llm_provider(settings)
+    embedding = build_embedding_provider(settings)
+    _check_embedding_dimensions(settings, embedding)
+    return llm, embedding
+
+
+def build_memory_services(settings: Settings) -> FocalServices:
+    """In-memory stores and the configured providers (tests and ``focal serve --memory``)."""
+    from focal.alignment.stores.inmemory import InMemoryConfigStore
+    from focal.audit.stores.inmemory import InMemoryAuditStore
+    from focal.conversation.stores.inmemory import InMemorySessionStore
+    from focal.memory.stores.inmemory import InMemoryMemoryStore
+    from focal.profile.stores.inmemory import InMemoryProfileStore
+
+    llm, embedding = _build_providers(settings)
+    dimensions = settings.embedding.dimensions
+    return FocalServices(
+        settings=settings,
+        config_store=InMemoryConfigStore(embedding_dimensions=dimensions),
+        memory_store=InMemoryMemoryStore(embedding_dimensions=dimensions),
+        session_store=InMemorySessionStore(),
+        audit_store=InMemoryAuditStore(),
+        profile_store=InMemoryProfileStore(),
+        llm_provider=llm,
+        embedding_provider=embedding,
+        checks=ReadinessChecks(),
+    )
+
+
+def _describe_redis_url(url: str) -> str:
+    """``host:port/db`` of a Redis URL, for messages: never the password."""
+    try:
+        parts = urlsplit(url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
+    except ValueError:
+        return "(unparseable URL)"
+
+
+async def create_redis_client(url: str, options: RedisSettings) -> RedisClient:
+    """A Redis client checked with PING; the caller closes it with ``close_redis_client``.
+
+    A single server gets a ``redis.asyncio.Redis`` on a ``BlockingConnectionPool`` (callers wait
+    for a free connection instead of failing bursts with "Too many connections"). With
+    ``cluster=true`` the URL is any node of a Redis Cluster and the client a ``RedisCluster``
+    (``max_connections`` per node).
+    """
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import RedisError
+
+    timeouts: dict[str, Any] = {
+        "socket_timeout": options.socket_timeout_seconds,
+        "socket_connect_timeout": options.socket_timeout_seconds,
+    }
+    client: RedisClient
+    if options.cluster:
+        client = RedisCluster.from_url(url, max_connections=options.max_connections, **timeouts)
+    else:
+        pool: Any = BlockingConnectionPool.from_url(
+            url,
+            max_connections=options.max_connections,
+            timeout=options.socket_timeout_seconds,  # how long to wait for a free pooled connection
+            **timeouts,
+        )
+        client = Redis(connection_pool=pool)
+    try:
+        if options.cluster:
+            await client.initialize()
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        await close_redis_client(client)
+        kind = "Redis Cluster" if options.cluster else "Redis"
+        raise StoreConnectionError(
+            f"cannot connect to {kind} at {_describe_redis_url(url)}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return client
+
+
+async def close_redis_client(client: RedisClient) -> None:
+    """Close the client, and the pool of a single-server client (a client given a pool does not own it)."""
+    await client.aclose()
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        await pool.disconnect()
+
+
+async def _build_external_services(settings: Settings, stack: contextlib.AsyncExitStack) -> FocalServices:
+    from focal.alignment.stores.postgres import PostgresConfigStore
+    from focal.audit.stores.postgres import PostgresAuditStore
+    from focal.conversation.stores.redis import RedisSessionStore
+    from focal.db.migrate import ensure_schema_at_head
+    from focal.db.pool import create_pool_from_settings
+    from focal.memory.stores.postgres import PostgresMemoryStore
+    from focal.profile.stores.postgres import PostgresProfileStore
+
+    database_url = settings.database.url
+    redis_url = settings.redis.url
+    missing = [
+        name
+        for name, value in ((DATABASE_URL_VARIABLE, database_url), (REDIS_URL_VARIABLE, redis_url))
+        if not value
+    ]
+    if missing:
+        raise ConfigurationError(
+            f"storage=external needs {' and '.join(missing)} (or FOCAL_DATABASE__URL / FOCAL_REDIS__URL); "
+            "use `focal serve` without them for the embedded servers, or --memory for in-memory stores"
+        )
+    assert database_url is not None and redis_url is not None
+
+    llm, embedding = _build_providers(settings)  # configuration errors before any connection
+    stack.push_async_callback(llm.aclose)
+    stack.push_async_callback(embedding.aclose)
+    pool = await create_pool_from_settings(settings.database, dsn=database_url)
+    stack.push_async_callback(pool.close)
+    await ensure_schema_at_head(pool)
+    client = await create_redis_client(redis_url, settings.redis)
+    stack.push_async_callback(close_redis_client, client)
+
+    dimensions = settings.embedding.dimensions
+    return FocalServices(
+        settings=settings,
+        config_store=PostgresConfigStore(pool, embedding_dimensions=dimensions),
+        memory_store=PostgresMemoryStore(pool, embedding_dimensions=dimensions),
+        session_store=RedisSessionStore(
+            client,
+            hot_ttl_seconds=settings.redis.hot_ttl_seconds,
+            max_age_seconds=settings.redis.max_age_seconds,
+            key_prefix=settings.redis.key_prefix,
+            max_session_bytes=settings.redis.max_session_bytes,
+        ),
+        audit_store=PostgresAuditStore(pool),
+        profile_store=PostgresProfileStore(pool),
+        llm_provider=llm,
+        embedding_provider=embedding,
+        checks=ReadinessChecks(pool=pool, redis=client),
+    )
+
+
+async def build_services(settings: Settings) -> tuple[FocalServices, contextlib.AsyncExitStack]:
+    """Build the services for ``settings.storage``; ``await stack.aclose()`` releases everything.
+
+    On failure, whatever was opened is closed before the error propagates.
+    """
+    stack = contextlib.AsyncExitStack()
+    try:
+        if settings.storage is StorageBackend.MEMORY:
+            services = build_memory_services(settings)
+            stack.push_async_callback(services.llm_provider.aclose)
+            stack.push_async_callback(services.embedding_provider.aclose)
+        elif settings.storage is StorageBackend.EXTERNAL:
+            services = await _build_external_services(settings, stack)
+        else:
+            raise ConfigurationError(
+                "storage=embedded is started by `focal serve`, which runs the embedded servers and then "
+                "connects to them as storage=external; set FOCAL_STORAGE=external with "
+                f"{DATABASE_URL_VARIABLE} and {REDIS_URL_VARIABLE}, or FOCAL_STORAGE=memory"
+            )
+    except BaseException:
+        await stack.aclose()
+        raise
+    _log.info(
+        "services built", storage=settings.storage.value, embedding_model=services.embedding_provider.model_id
+    )
+    return services, stack
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[FocalServices]:
+    """``build_services`` as an async context manager that closes everything on exit."""
+    services, stack = await build_services(settings)
+    async with stack:
+        yield services

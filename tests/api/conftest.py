@@ -1,0 +1,63 @@
+"""Fixtures for HTTP tests: an app on in-memory stores and offline providers, clients with tokens.
+
+``api`` gives an ``ApiHarness``: ``client`` (httpx.AsyncClient over ASGITransport, no auth),
+``auth(tenant)`` headers, ``tenant`` (a fresh tenant with its headers in ``headers``) and
+``services`` (to seed or inspect stores directly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from uuid import UUID, uuid4
+
+import httpx
+import pytest_asyncio
+from fastapi import FastAPI
+
+from focal.api.app import create_app
+from focal.api.auth import mint_token
+from focal.bootstrap import FocalServices, build_memory_services
+from focal.settings import Settings
+from tests.support import TEST_EMBEDDING_DIMENSIONS
+
+JWT_SECRET = "test-secret-long-enough-for-hs256-and-hs512-0123456789abcdefghijklmnop"
+
+
+def memory_settings(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "storage": "memory",
+        "auth": {"jwt_secret": JWT_SECRET},
+        "embedding": {"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
+        "llm": {"provider": "offline"},
+    }
+    values.update(overrides)
+    return Settings.load(**values)
+
+
+def bearer(tenant_id: UUID, secret: str = JWT_SECRET, ttl_seconds: int = 600) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_token(secret, tenant_id, ttl_seconds)}"}
+
+
+@dataclass
+class ApiHarness:
+    app: FastAPI
+    client: httpx.AsyncClient
+    services: FocalServices
+    tenant_id: UUID
+    headers: dict[str, str]
+
+
+def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://focal.test")
+
+
+@pytest_asyncio.fixture
+async def api() -> AsyncIterator[ApiHarness]:
+    settings = memory_settings()
+    services = build_memory_services(settings)
+    app = create_app(settings, services=services)
+    tenant_id = uuid4()
+    async with asgi_client(app) as client:
+        yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))

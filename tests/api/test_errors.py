@@ -1,0 +1,219 @@
+"""The error envelope, status mapping, body size limit, request ids, metrics and OpenAPI validity."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from uuid import uuid4
+
+import pytest
+import pytest_asyncio
+import structlog
+from fastapi import FastAPI
+from openapi_spec_validator import validate
+
+from focal.api.app import create_app
+from focal.api.deps import TenantDep
+from focal.bootstrap import build_memory_services
+from focal.errors import (
+    ConfigurationError,
+    ContentFilterError,
+    ProviderUnavailableError,
+    RateLimitError,
+    SchemaVersionError,
+    StoreConnectionError,
+)
+from tests.api.conftest import ApiHarness, asgi_client, bearer, memory_settings
+
+_RAISERS: dict[str, Exception] = {
+    "rate-limit": RateLimitError("slow down", provider="fake", status_code=429, retry_after=2.5),
+    "provider-down": ProviderUnavailableError("overloaded", provider="fake", status_code=529),
+    "provider-other": ContentFilterError("refused", provider="fake"),
+    "store-down": StoreConnectionError("cannot connect to PostgreSQL at db:5432/focal"),
+    "schema": SchemaVersionError("the database schema is behind: run `focal db upgrade`"),
+    "bug": RuntimeError("secret internal detail"),
+}
+
+
+def _app_with_raisers() -> FastAPI:
+    settings = memory_settings()
+    app = create_app(settings, services=build_memory_services(settings))
+    for name, exc in _RAISERS.items():
+        app.add_api_route(f"/raise/{name}", _raiser(exc), methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _raiser(exc: Exception) -> Callable[[], Awaitable[None]]:
+    async def raiser() -> None:
+        raise exc
+
+    return raiser
+
+
+@pytest_asyncio.fixture
+async def raising_client() -> AsyncIterator[object]:
+    async with asgi_client(_app_with_raisers(), raise_app_exceptions=False) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("rate-limit", 429, "rate_limited"),
+        ("provider-down", 503, "service_unavailable"),
+        ("provider-other", 502, "provider_error"),
+        ("store-down", 503, "service_unavailable"),
+        ("schema", 503, "schema_mismatch"),
+        ("bug", 500, "internal_error"),
+    ],
+)
+async def test_errors_map_to_statuses(raising_client: object, name: str, status: int, code: str) -> None:
+    response = await raising_client.get(f"/raise/{name}")  # type: ignore[attr-defined]
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+async def test_rate_limit_sets_retry_after(raising_client: object) -> None:
+    response = await raising_client.get("/raise/rate-limit")  # type: ignore[attr-defined]
+    assert response.headers["retry-after"] == "3"
+
+
+async def test_500_hides_the_exception(raising_client: object) -> None:
+    response = await raising_client.get("/raise/bug")  # type: ignore[attr-defined]
+    assert response.json()["error"]["message"] == "internal server error"
+    assert "secret internal detail" not in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_store_outage_does_not_leak_the_host(raising_client: object) -> None:
+    response = await raising_client.get("/raise/store-down")  # type: ignore[attr-defined]
+    assert "db:5432" not in response.text
+
+
+async def test_unknown_path_and_method_use_the_envelope(api: ApiHarness) -> None:
+    missing = await api.client.get("/v1/nothing-here", headers=api.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong_method = await api.client.put("/v1/agents", headers=api.headers, json={})
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_invalid_json_is_422(api: ApiHarness) -> None:
+    response = await api.client.post(
+        "/v1/agents", content=b"{not json", headers={**api.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+async def test_oversized_body_is_413_and_writes_nothing(api: ApiHarness) -> None:
+    limit = api.services.settings.server.max_body_bytes
+    body = '{"name": "big", "description": "' + "x" * limit + '"}'
+    response = await api.client.post(
+        "/v1/agents", content=body, headers={**api.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert (await api.services.config_store.get_agents(api.tenant_id))[1] == 0
+
+
+async def test_oversized_chunked_body_is_413(api: ApiHarness) -> None:
+    limit = api.services.settings.server.max_body_bytes
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the middleware must count
+        yield b'{"name": "big", "description": "'
+        for _ in range(limit // 1024 + 1):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = await api.client.post(
+        "/v1/agents", content=chunks(), headers={**api.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert (await api.services.config_store.get_agents(api.tenant_id))[1] == 0
+
+
+async def test_body_under_the_limit_passes(api: ApiHarness) -> None:
+    description = "y" * (api.services.settings.server.max_body_bytes // 2)
+    response = await api.client.post(
+        "/v1/agents", json={"name": "ok", "description": description}, headers=api.headers
+    )
+    assert response.status_code == 201
+    assert response.json()["description"] == description
+
+
+async def test_request_id_is_echoed_or_generated(api: ApiHarness) -> None:
+    echoed = await api.client.get("/health", headers={"X-Request-ID": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    generated = await api.client.get("/health", headers={"X-Request-ID": "bad id\nwith newline"})
+    assert generated.headers["x-request-id"] != "bad id\nwith newline"
+    assert len(generated.headers["x-request-id"]) == 32
+
+
+async def test_metrics_count_by_route_template(api: ApiHarness) -> None:
+    for _ in range(2):
+        await api.client.get(f"/v1/agents/{uuid4()}", headers=api.headers)
+    text = (await api.client.get("/metrics")).text
+    assert 'focal_http_requests_total{method="GET",route="/v1/agents/{agent_id}",status="404"} 2.0' in text
+    assert "focal_http_request_duration_seconds_bucket" in text
+    for path in ("/v1/no-such-thing-1", "/v1/no-such-thing-2"):
+        await api.client.get(path, headers=api.headers)
+    await api.client.get("/openapi.json")
+    text = (await api.client.get("/metrics")).text
+    assert 'route="<unmatched>",status="404"} 2.0' in text
+    assert "no-such-thing" not in text
+    assert 'route="/openapi.json",status="200"} 1.0' in text
+
+
+def test_two_apps_have_separate_registries() -> None:
+    settings = memory_settings()
+    first = create_app(settings, services=build_memory_services(settings))
+    second = create_app(settings, services=build_memory_services(settings))
+    assert first.state.metrics.registry is not second.state.metrics.registry
+
+
+def test_app_refuses_to_start_without_a_secret() -> None:
+    settings = memory_settings(auth={"jwt_secret": None})
+    with pytest.raises(ConfigurationError, match="FOCAL_AUTH__JWT_SECRET"):
+        create_app(settings)
+
+
+async def test_openapi_is_valid(api: ApiHarness) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    validate(spec)
+    paths = spec["paths"]
+    for path in (
+        "/v1/agents",
+        "/v1/agents/{agent_id}/rules/{rule_id}",
+        "/v1/agents/{agent_id}/scenarios",
+        "/v1/agents/{agent_id}/tools/{tool_id}",
+        "/v1/sessions/{session_id}/turns",
+        "/v1/profiles/by-channel",
+        "/v1/agents/{agent_id}/memory/search",
+        "/ready",
+    ):
+        assert path in paths
+    assert "tenant_id" not in spec["components"]["schemas"]["AgentCreate"]["properties"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+async def test_tenant_id_in_a_body_is_refused(api: ApiHarness) -> None:
+    other = uuid4()
+    response = await api.client.post(
+        "/v1/agents", json={"name": "a", "tenant_id": str(other)}, headers=api.headers
+    )
+    assert response.status_code == 422
+    assert "body.tenant_id: Extra inputs are not permitted" in response.json()["error"]["message"]
+    assert (await api.services.config_store.get_agents(other))[1] == 0
+    assert (await api.services.config_store.get_agents(api.tenant_id))[1] == 0
+    assert bearer  # the helper is shared with other modules
+
+
+async def test_request_context_reaches_the_handler(api: ApiHarness) -> None:
+    async def context(tenant_id: TenantDep) -> dict[str, object]:
+        return dict(structlog.contextvars.get_contextvars())
+
+    api.app.add_api_route("/v1/context", context, methods=["GET"])
+    response = await api.client.get("/v1/context", headers={**api.headers, "X-Request-ID": "req-42"})
+    assert response.json() == {"request_id": "req-42", "tenant_id": str(api.tenant_id)}

@@ -1,0 +1,228 @@
+"""Builders for turn-pipeline tests: an in-memory stack, configuration with real embeddings, LLM doubles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID, uuid4
+
+from focal.alignment.models import (
+    Agent,
+    Rule,
+    Scenario,
+    ScenarioStep,
+    Scope,
+    StepTransition,
+    Template,
+    TemplateMode,
+    Variable,
+)
+from focal.alignment.stores.inmemory import InMemoryConfigStore
+from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest, TurnResult
+from focal.audit.stores.inmemory import InMemoryAuditStore
+from focal.conversation.models import Channel
+from focal.conversation.stores.inmemory import InMemorySessionStore
+from focal.errors import ProviderError
+from focal.memory.stores.inmemory import InMemoryMemoryStore
+from focal.profile.stores.inmemory import InMemoryProfileStore
+from focal.providers.embedding.hashing import HashingEmbeddingProvider
+from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, TokenUsage
+
+DIMENSIONS = 1536  # the default dimension: fewer hash collisions than a small one, so scores are lexical
+
+
+class RecordingLLM(LLMProvider):
+    """An LLMProvider test double: records every call, answers a fixed text or raises a given error.
+
+    With ``rendezvous=n`` each call waits until ``n`` calls are in flight, which forces concurrent
+    turns to interleave deterministically (no sleep involved).
+    """
+
+    def __init__(self, *, answer: str = "An answer from the model.", fail_with: ProviderError | None = None):
+        self.answer = answer
+        self.fail_with = fail_with
+        self.calls: list[dict[str, Any]] = []
+        self.rendezvous = 0
+        self._arrived = asyncio.Condition()
+
+    @property
+    def model_id(self) -> str:
+        return "recording"
+
+    async def generate(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+    ) -> LLMResponse:
+        self.calls.append(
+            {
+                "prompt": prompt,
+                "system_prompt": system_prompt,
+                "history": list(history or ()),
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            }
+        )
+        if self.rendezvous:
+            async with self._arrived:
+                self._arrived.notify_all()
+                await asyncio.wait_for(
+                    self._arrived.wait_for(lambda: len(self.calls) >= self.rendezvous), timeout=10
+                )
+        if self.fail_with is not None:
+            raise self.fail_with
+        return LLMResponse(
+            content=self.answer,
+            model="recording",
+            usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
+            finish_reason="stop",
+        )
+
+    async def generate_structured(
+        self, prompt: str, schema: type[ModelT], *, system_prompt: str | None = None, max_tokens: int = 1024
+    ) -> tuple[ModelT, LLMResponse]:
+        raise NotImplementedError("the turn pipeline does not use structured output")
+
+
+@dataclass
+class StepSpec:
+    name: str
+    transitions: list[tuple[str, str]] = field(default_factory=list)  # (target step name, condition)
+    template_ids: list[UUID] = field(default_factory=list)
+    is_terminal: bool = False
+    description: str | None = None
+
+
+@dataclass
+class TurnStack:
+    """In-memory stores and offline-style providers wired into a TurnEngine."""
+
+    llm: LLMProvider
+    embedder: HashingEmbeddingProvider = field(
+        default_factory=lambda: HashingEmbeddingProvider(dimensions=DIMENSIONS)
+    )
+    config_store: InMemoryConfigStore = field(
+        default_factory=lambda: InMemoryConfigStore(embedding_dimensions=DIMENSIONS)
+    )
+    memory_store: InMemoryMemoryStore = field(
+        default_factory=lambda: InMemoryMemoryStore(embedding_dimensions=DIMENSIONS)
+    )
+    session_store: InMemorySessionStore = field(default_factory=InMemorySessionStore)
+    audit_store: InMemoryAuditStore = field(default_factory=InMemoryAuditStore)
+    profile_store: InMemoryProfileStore = field(default_factory=InMemoryProfileStore)
+
+    def engine(self, config: TurnConfig | None = None) -> TurnEngine:
+        return TurnEngine(
+            config_store=self.config_store,
+            session_store=self.session_store,
+            memory_store=self.memory_store,
+            audit_store=self.audit_store,
+            profile_store=self.profile_store,
+            llm_provider=self.llm,
+            embedding_provider=self.embedder,
+            config=config,
+        )
+
+    async def agent(self, tenant_id: UUID, **fields: Any) -> Agent:
+        agent = Agent(tenant_id=tenant_id, name=fields.pop("name", f"agent-{uuid4().hex[:8]}"), **fields)
+        await self.config_store.save_agent(agent)
+        return agent
+
+    async def rule(self, agent: Agent, condition: str, action: str, **fields: Any) -> Rule:
+        rule = Rule(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name=fields.pop("name", condition[:40]),
+            condition_text=condition,
+            action_text=action,
+            embedding=await self.embedder.embed(condition),
+            embedding_model=self.embedder.model_id,
+            **fields,
+        )
+        await self.config_store.save_rule(rule)
+        return rule
+
+    async def template(self, agent: Agent, text: str, mode: TemplateMode, **fields: Any) -> Template:
+        template = Template(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name=fields.pop("name", f"{mode.value.lower()}-{uuid4().hex[:6]}"),
+            text=text,
+            mode=mode,
+            **fields,
+        )
+        await self.config_store.save_template(template)
+        return template
+
+    async def variable(self, agent: Agent, name: str, default_value: Any) -> Variable:
+        variable = Variable(
+            tenant_id=agent.tenant_id, agent_id=agent.id, name=name, default_value=default_value
+        )
+        await self.config_store.save_variable(variable)
+        return variable
+
+    async def scenario(
+        self, agent: Agent, name: str, entry_condition: str, steps: list[StepSpec]
+    ) -> Scenario:
+        ids = {spec.name: uuid4() for spec in steps}
+        built = [
+            ScenarioStep(
+                id=ids[spec.name],
+                name=spec.name,
+                description=spec.description,
+                transitions=[
+                    StepTransition(
+                        to_step_id=ids[target],
+                        condition_text=condition,
+                        condition_embedding=await self.embedder.embed(condition),
+                    )
+                    for target, condition in spec.transitions
+                ],
+                template_ids=spec.template_ids,
+                is_terminal=spec.is_terminal,
+            )
+            for spec in steps
+        ]
+        scenario = Scenario(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name=name,
+            entry_step_id=built[0].id,
+            entry_condition_text=entry_condition,
+            entry_embedding=await self.embedder.embed(entry_condition),
+            embedding_model=self.embedder.model_id,
+            steps=built,
+        )
+        await self.config_store.save_scenario(scenario)
+        return scenario
+
+    async def turn(
+        self,
+        agent: Agent,
+        message: str,
+        *,
+        user: str = "alice",
+        channel: Channel = Channel.WEB,
+        session_id: UUID | None = None,
+        config: TurnConfig | None = None,
+    ) -> TurnResult:
+        request = TurnRequest(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            channel=channel,
+            user_channel_id=user,
+            message=message,
+            session_id=session_id,
+        )
+        return await self.engine(config).run(request)
+
+
+def step_scope(step_id: UUID) -> dict[str, Any]:
+    return {"scope": Scope.STEP, "scope_id": step_id}
