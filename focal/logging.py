@@ -15,10 +15,37 @@ from uuid import UUID
 import structlog
 
 
-def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
-    """Configure structlog and the standard library's root logger once, at start-up.
+class _CurrentStderr:
+    """A structlog logger that writes each line to whatever ``sys.stderr`` is at that moment.
 
-    ``json_output=None`` chooses JSON unless stderr is a terminal.
+    structlog's PrintLogger keeps the stream it was given; once that stream is replaced or closed
+    (test runners, daemonising), every later log line would fail.
+    """
+
+    def msg(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard-library twin of ``_CurrentStderr``."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; nothing to keep
+        pass
+
+
+def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
+    """Configure structlog and the standard library's root logger, at start-up.
+
+    ``json_output=None`` chooses JSON unless stderr is a terminal. Records of standard-library
+    loggers (uvicorn, asyncpg, alembic) go through the same processors, so they are JSON lines with
+    the bound ``tenant_id`` / ``request_id`` too.
     """
     if json_output is None:
         json_output = not sys.stderr.isatty()
@@ -36,13 +63,24 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=lambda *args: _CurrentStderr(),
         # Not cached: a cached logger keeps the configuration of its first use forever, so a
         # module-level logger used before (or between) calls here would ignore this one. Rebinding
         # per call costs about a microsecond.
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    handler.set_name("focal")
+    root = logging.getLogger()
+    # Replace our own handler on a second call; leave handlers others installed (e.g. pytest's).
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != "focal"] + [handler]
+    root.setLevel(level)
 
 
 def get_logger(name: str | None = None) -> Any:

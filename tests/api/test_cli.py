@@ -23,8 +23,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("FOCAL_"):
             monkeypatch.delenv(name)
-    # The `focal` callback configures structlog to write to sys.stderr, which CliRunner swaps for a
-    # stream it closes afterwards: later log lines of other tests would then fail. Keep the config.
+    # The `focal` callback reconfigures logging process-wide (root handler and level); keep the
+    # test session's configuration so these CLI tests do not change what later tests log.
     monkeypatch.setattr("focal.logging.configure_logging", lambda *args, **kwargs: None)
 
 
