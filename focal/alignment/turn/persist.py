@@ -46,7 +46,8 @@ async def append_turn(audit_store: AuditStore, memory_store: MemoryStore, writes
     """Append the turn record, its events and its episodes; re-raise the first failure, after all ran."""
     operations: list[Awaitable[Any]] = [audit_store.save_turn(writes.record)]
     operations += [audit_store.save_event(event) for event in writes.events]
-    operations += [memory_store.add_episode(episode) for episode in writes.episodes]
+    if writes.episodes:
+        operations.append(memory_store.add_episodes(writes.episodes))
     # return_exceptions: no write is left running in the background when a sibling fails.
     outcomes = await asyncio.gather(*operations, return_exceptions=True)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

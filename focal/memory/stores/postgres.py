@@ -2,7 +2,8 @@
 
 Episodes are hash-partitioned by tenant (16 partitions), and every query names its tenant, so a
 search reads one partition: its HNSW graph holds that tenant's rows and those of the few tenants
-hashed alongside, not the whole table's.
+hashed alongside, not the whole table's. Their ids are registered in ``episode_ids`` (primary key
+``id``) in the same statement or transaction, so an id used by any tenant is a ``ConflictError``.
 
 Vector search chooses its plan deliberately instead of leaving it to the planner's estimates:
 

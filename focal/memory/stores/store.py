@@ -10,6 +10,10 @@ Rules every backend follows (proven by ``tests/contract/test_memory_store.py``):
   ``valid_from <= as_of < valid_to`` (an open ``valid_to`` is still valid);
 - ``add_*`` with an id that already exists is a ``ConflictError`` (memory is appended, not
   overwritten);
+- ``valid_to`` must be after ``valid_from`` and ``as_of`` must be timezone-aware
+  (``InvalidDataError``); deleting an episode frees its id;
+- text search matches any word of the query (a blank query is ``InvalidDataError``) and ranks by
+  the number of distinct query words matched; PostgreSQL also stems and drops stop words;
 - ``limit`` is 1..1000 (``InvalidDataError``); an empty result is an empty list, never an error.
 """
 
@@ -26,6 +30,11 @@ from focal.memory.models import Entity, Episode, Relationship
 class MemoryStore(ABC):
     @abstractmethod
     async def add_episode(self, episode: Episode) -> UUID: ...
+
+    @abstractmethod
+    async def add_episodes(self, episodes: Sequence[Episode]) -> list[UUID]:
+        """Add several episodes in one write: all of them, or none (an invalid episode or an
+        existing id fails the whole batch). An empty batch is a no-op."""
 
     @abstractmethod
     async def get_episode(self, tenant_id: UUID, episode_id: UUID) -> Episode | None: ...
