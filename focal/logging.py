@@ -40,6 +40,14 @@ class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+def _logger_key(_logger: Any, _method: str, event_dict: Any) -> Any:
+    """Name the logger under ``logger``, the key standard-library records get, in every line."""
+    name = event_dict.pop("logger_name", None)
+    if name is not None:
+        event_dict["logger"] = name
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -> None:
     """Configure structlog and the standard library's root logger, at start-up.
 
@@ -50,6 +58,7 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
     if json_output is None:
         json_output = not sys.stderr.isatty()
     shared: list[Any] = [
+        _logger_key,
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -84,7 +93,7 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` becomes the ``logger_name`` key of each event.
+    """A structlog logger; ``name`` becomes the ``logger`` key of each event.
 
     The logger is a lazy proxy that binds on every call: it follows the latest
     ``configure_logging`` even when it was created (or used) at import time, before that ran.

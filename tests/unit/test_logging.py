@@ -51,7 +51,7 @@ def test_json_lines_when_stderr_is_not_a_terminal(capsys: pytest.CaptureFixture[
     assert captured.out == ""  # logs go to stderr, never stdout
     first, second = json_lines(captured.err)
     assert first["event"] == "turn finished" and first["turn"] == 3 and first["latency_ms"] == 1.5
-    assert first["level"] == "info" and first["logger_name"] == "focal.test"
+    assert first["level"] == "info" and first["logger"] == "focal.test"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", first["timestamp"])  # ISO, UTC
     assert second["level"] == "warning" and second["what"] == "store"
 
@@ -104,7 +104,7 @@ def test_logger_created_before_configuration_follows_it(capsys: pytest.CaptureFi
     configure_logging(json_output=True)
     EARLY_LOGGER.info("first", n=1)
     (line,) = json_lines(capsys.readouterr().err)
-    assert line["event"] == "first" and line["logger_name"] == "tests.early"
+    assert line["event"] == "first" and line["logger"] == "tests.early"
     # A later configuration applies too: the logger did not cache the first one.
     configure_logging(json_output=False)
     EARLY_LOGGER.info("second", n=2)
