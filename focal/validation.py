@@ -1,17 +1,40 @@
 """Input checks every store runs before it touches its backend.
 
 Shared by the in-memory references and the production backends, so a bad argument gets the same
-``InvalidDataError`` everywhere and nothing is written.
+``InvalidDataError`` everywhere and nothing is written. Store-specific checks live beside each
+store (``focal/*/stores/*checks.py``) and build on these.
+
+PostgreSQL refuses things Python happily holds: NUL characters in ``text`` and ``jsonb``, naive
+timestamps are ambiguous for ``timestamptz``, ``integer`` stops at 2**31 - 1, JSONB keeps only
+JSON and pgvector's ``vector`` holds float32. The in-memory references run the same checks and
+keep the same forms (``snapshot``, ``float32``), so a record reads back identically from every
+backend.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Sequence
+import re
+import struct
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
 
 from focal.errors import InvalidDataError
 
 MAX_LIMIT = 1000
+MIN_INT4, MAX_INT4 = -(2**31), 2**31 - 1
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_Enum = TypeVar("_Enum", bound=Enum)
+# A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_FLOAT32 = struct.Struct("<f")  # standard size: raises OverflowError instead of giving inf
 
 
 def check_limit(limit: int, offset: int = 0) -> None:
@@ -51,3 +74,96 @@ def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
     return dot / norm
+
+
+def float32(values: Iterable[float]) -> list[float]:
+    """``values`` rounded to float32 exactly as pgvector's ``vector`` stores them, so every backend
+    returns the same embedding and computes the same scores; a value too large is refused."""
+    out: list[float] = []
+    for value in values:
+        try:
+            out.append(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
+        except (OverflowError, struct.error) as exc:
+            raise InvalidDataError(f"embedding value {value!r} does not fit a float32") from exc
+    return out
+
+
+def as_enum(enum_type: type[_Enum], value: Any, what: str) -> _Enum:
+    """``value`` (a member or a member's value) as a member of ``enum_type``; anything else is
+    ``InvalidDataError`` naming the allowed values."""
+    try:
+        return enum_type(value)
+    except ValueError as exc:
+        allowed = ", ".join(str(member.value) for member in enum_type)
+        raise InvalidDataError(f"unknown {what} {value!r}; expected one of {allowed}") from exc
+
+
+def check_aware(value: datetime | None, what: str) -> None:
+    """Timestamps must carry a timezone: a naive one means a different instant on every server."""
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise InvalidDataError(f"{what} must be timezone-aware (use datetime.now(UTC)), got {value!r}")
+
+
+def check_finite(value: float, what: str) -> None:
+    if not math.isfinite(value):
+        raise InvalidDataError(f"{what} must be a finite number, got {value!r}")
+
+
+def check_int4(value: int, what: str) -> None:
+    """An integer for an ``integer`` column (or compared with one) must fit in 32 bits."""
+    if not MIN_INT4 <= value <= MAX_INT4:
+        raise InvalidDataError(f"{what} must fit in 32 bits, got {value}")
+
+
+def check_no_nul(value: Any, what: str) -> None:
+    """No string in ``value`` (a string, or dicts/lists/tuples of them, keys included) holds a NUL
+    character, which PostgreSQL can store in neither ``text`` nor ``jsonb``."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _nul_error(what)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_no_nul(key, what)
+            check_no_nul(item, what)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            check_no_nul(item, what)
+
+
+def plain_json(value: Any, what: str) -> str:
+    """``value`` as JSON text, refusing NaN, infinities and objects JSON cannot hold (never mangled)."""
+    try:
+        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError(f"{what} is not plain JSON: {exc}") from exc
+
+
+def json_text(value: Any, what: str = "value") -> str:
+    """``value`` as JSON text for a ``jsonb`` column: plain JSON (``plain_json``) without NUL."""
+    return _refuse_escaped_nul(plain_json(value, what), what)
+
+
+def check_storable(model: BaseModel, what: str) -> str:
+    """The model's JSON form, refused (``InvalidDataError``) if any string holds a NUL character."""
+    # warnings=False: a model built with model_copy(update=...) may hold values its JSON types do
+    # not describe (a datetime in a JSON dict); they serialise fine and the check below still runs.
+    return _refuse_escaped_nul(model.model_dump_json(warnings=False), what)
+
+
+def snapshot(model: _Model) -> _Model:
+    """A deep, JSON-normalised copy: what a JSONB round trip would give back (tuples become lists,
+    datetimes inside dicts become ISO strings, NaN inside JSON becomes null)."""
+    try:
+        return type(model).model_validate_json(model.model_dump_json(warnings=False))
+    except PydanticValidationError as exc:
+        raise InvalidDataError(f"{type(model).__name__} does not survive a JSON round trip: {exc}") from exc
+
+
+def _refuse_escaped_nul(text: str, what: str) -> str:
+    if _ESCAPED_NUL.search(text):
+        raise _nul_error(what)
+    return text
+
+
+def _nul_error(what: str) -> InvalidDataError:
+    return InvalidDataError(f"{what} contains a NUL character (\\x00), which PostgreSQL cannot store")

@@ -1,11 +1,12 @@
-"""FastAPI dependencies: the process's services and the caller's tenant."""
+"""FastAPI dependencies (the process's services, the caller's tenant, the agent in the path) and the
+checks that scope an agent's children (rules, templates, variables, scenarios) to that agent."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol, TypeVar
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from focal.alignment.models import Agent
@@ -14,7 +15,16 @@ from focal.bootstrap import FocalServices
 from focal.errors import ConfigurationError, NotFoundError
 from focal.logging import bind_request_context
 
-__all__ = ["AgentDep", "ServicesDep", "TenantDep", "get_agent", "get_services", "get_tenant_id"]
+__all__ = [
+    "AgentDep",
+    "ServicesDep",
+    "TenantDep",
+    "get_agent",
+    "get_services",
+    "get_tenant_id",
+    "no_content_if_deleted",
+    "of_agent",
+]
 
 # auto_error=False: a missing header becomes our 401 envelope instead of FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with the server's secret (HS256)")
@@ -64,3 +74,26 @@ async def get_agent(agent_id: UUID, tenant_id: TenantDep, services: ServicesDep)
 
 
 AgentDep = Annotated[Agent, Depends(get_agent)]
+
+
+class _AgentChild(Protocol):
+    @property
+    def agent_id(self) -> UUID: ...
+
+
+_ChildT = TypeVar("_ChildT", bound=_AgentChild)
+
+
+def of_agent(child: _ChildT | None, agent: Agent, kind: str, child_id: UUID) -> _ChildT:
+    """A rule, template, variable or scenario looked up by id, when it exists and belongs to the agent
+    in the path (the store already scoped it to the tenant); 404 otherwise."""
+    if child is None or child.agent_id != agent.id:
+        raise NotFoundError(f"{kind} {child_id} not found")
+    return child
+
+
+def no_content_if_deleted(deleted: bool, kind: str, child_id: UUID) -> Response:
+    """204 after a child's delete; 404 when the store found nothing to delete (a concurrent delete)."""
+    if not deleted:
+        raise NotFoundError(f"{kind} {child_id} not found")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

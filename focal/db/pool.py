@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,39 +28,31 @@ __all__ = ["check_pool", "create_pool", "create_pool_from_settings", "describe_d
 _HEADER = struct.Struct(">HH")  # dimensions, unused (pgvector's binary send/recv format)
 
 
-def _encode_vector(value: Iterable[float]) -> bytes:
+def _encode(value: Iterable[float], element: str) -> bytes:
+    """pgvector's binary send format: the header, then big-endian ``element``s ("f" float32 for
+    ``vector``, "e" float16 for ``halfvec``)."""
     if hasattr(value, "to_list"):  # pgvector.Vector / HalfVector
         value = value.to_list()
     values = list(value)
-    return _HEADER.pack(len(values), 0) + struct.pack(f">{len(values)}f", *values)
+    return _HEADER.pack(len(values), 0) + struct.pack(f">{len(values)}{element}", *values)
 
 
-def _decode_vector(data: bytes) -> list[float]:
+def _decode(data: bytes, element: str) -> list[float]:
     dimensions, _ = _HEADER.unpack_from(data)
-    return list(struct.unpack_from(f">{dimensions}f", data, _HEADER.size))
-
-
-def _encode_halfvec(value: Iterable[float]) -> bytes:
-    if hasattr(value, "to_list"):
-        value = value.to_list()
-    values = list(value)
-    return _HEADER.pack(len(values), 0) + struct.pack(f">{len(values)}e", *values)
-
-
-def _decode_halfvec(data: bytes) -> list[float]:
-    dimensions, _ = _HEADER.unpack_from(data)
-    return list(struct.unpack_from(f">{dimensions}e", data, _HEADER.size))
+    return list(struct.unpack_from(f">{dimensions}{element}", data, _HEADER.size))
 
 
 async def register_vector_codecs(connection: asyncpg.Connection, *, schema: str = "public") -> None:
     """Register ``vector`` (and ``halfvec``) codecs on one connection; the pool's ``init`` hook."""
     try:
-        await connection.set_type_codec(
-            "vector", schema=schema, encoder=_encode_vector, decoder=_decode_vector, format="binary"
-        )
-        await connection.set_type_codec(
-            "halfvec", schema=schema, encoder=_encode_halfvec, decoder=_decode_halfvec, format="binary"
-        )
+        for type_name, element in (("vector", "f"), ("halfvec", "e")):
+            await connection.set_type_codec(
+                type_name,
+                schema=schema,
+                encoder=partial(_encode, element=element),
+                decoder=partial(_decode, element=element),
+                format="binary",
+            )
     except ValueError as exc:
         if "unknown type" not in str(exc):
             raise

@@ -14,9 +14,9 @@ import pytest
 
 from focal.errors import ConflictError, InvalidDataError
 from focal.memory.models import EpisodeType
-from focal.memory.stores.checks import as_float32
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
+from focal.validation import float32
 from tests.contract.memory_backends import (
     DIMS,
     hit_ids,
@@ -80,6 +80,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         {"embedding": [1.0] * (DIMS + 1)},
         {"embedding": [0.0] * DIMS},
         {"embedding": [float("nan")] + [1.0] * (DIMS - 1)},
+        {"embedding": [1e39] + [1.0] * (DIMS - 1)},  # finite, but beyond float32 (pgvector's type)
         {"valid_from": datetime(2026, 1, 2), "valid_to": None},
         {"valid_from": datetime(2026, 1, 2).astimezone(), "valid_to": datetime(2026, 1, 1).astimezone()},
         {"metadata": {"when": datetime(2026, 1, 1).astimezone()}},
@@ -91,6 +92,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         "long-vector",
         "zero-vector",
         "nan",
+        "beyond-float32",
         "naive-datetime",
         "valid-to-before-from",
         "metadata-not-json",
@@ -141,6 +143,8 @@ async def test_add_episodes_batch_is_all_or_nothing(store: MemoryStore) -> None:
         await store.add_episodes([fresh, batch[0]])
     with pytest.raises(InvalidDataError):
         await store.add_episodes([fresh, make_episode(tenant, agent, embedding=[1.0])])
+    with pytest.raises(InvalidDataError):  # finite, but beyond pgvector's float32
+        await store.add_episodes([fresh, make_episode(tenant, agent, embedding=[1e39] * DIMS)])
     assert await store.get_episode(tenant, fresh.id) is None
     assert await store.add_episodes([]) == []
 
@@ -165,13 +169,13 @@ async def test_vector_search_ranks_by_cosine_not_by_magnitude(store: MemoryStore
         await store.add_episode(episode)
     await store.add_episode(make_episode(tenant, agent, "no embedding"))
     expected = sorted(
-        ((e, cosine(query, as_float32(e.embedding or []))) for e in episodes.values()),
+        ((e, cosine(query, float32(e.embedding or []))) for e in episodes.values()),
         key=lambda pair: (-pair[1], pair[0].id),
     )
     hits = await store.vector_search_episodes(query, tenant, agent)
     assert hit_ids(hits) == [e.id for e, score in expected if score >= 0.0]
     for (hit, score), (want, want_score) in zip(hits, expected, strict=False):
-        assert hit == want.model_copy(update={"embedding": as_float32(want.embedding or [])})
+        assert hit == want.model_copy(update={"embedding": float32(want.embedding or [])})
         assert score == pytest.approx(want_score, abs=1e-5)
     assert [name for name, e in episodes.items() if e.id == hits[0][0].id] == ["near"]
     everything = await store.vector_search_episodes(query, tenant, agent, min_score=-1.0)

@@ -20,8 +20,7 @@ Besides the model's own constraints, values must be storable by every backend:
 from __future__ import annotations
 
 import json
-import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -40,16 +39,25 @@ from focal.alignment.models import (
     Variable,
 )
 from focal.errors import InvalidDataError
-from focal.validation import check_vector
+from focal.validation import (
+    as_enum,
+    check_aware,
+    check_int4,
+    check_limit,
+    check_min_score,
+    check_no_nul,
+    check_vector,
+    float32,
+    json_text,
+)
 
 __all__ = [
     "ConfigModel",
-    "check_lookup_int",
-    "check_lookup_text",
     "checked_agent",
     "checked_embedding",
     "checked_migration_plan",
     "checked_rule",
+    "checked_rule_search",
     "checked_scenario",
     "checked_scope",
     "checked_scopes",
@@ -57,30 +65,15 @@ __all__ = [
     "checked_template",
     "checked_tool_activation",
     "checked_variable",
-    "float32",
-    "json_text",
 ]
 
 ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-_FLOAT32 = struct.Struct("<f")  # standard size: raises OverflowError instead of giving inf
 _JSON_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
     Variable: ("default_value",),
     ToolActivation: ("policy_overrides",),
     MigrationPlan: ("transformation_map", "anchor_policies"),
 }
-
-
-def float32(values: Iterable[float]) -> list[float]:
-    """``values`` rounded to float32 exactly as pgvector stores them."""
-    out: list[float] = []
-    for value in values:
-        try:
-            out.append(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
-        except (OverflowError, struct.error) as exc:
-            raise InvalidDataError(f"embedding value {value!r} does not fit a float32") from exc
-    return out
 
 
 def checked_embedding(vector: Sequence[float], dimensions: int, *, what: str = "embedding") -> list[float]:
@@ -93,21 +86,11 @@ def checked_embedding(vector: Sequence[float], dimensions: int, *, what: str = "
 
 
 def checked_scope(scope: Scope | str | None) -> Scope | None:
-    if scope is None:
-        return None
-    try:
-        return Scope(scope)
-    except ValueError as exc:
-        raise InvalidDataError(f"unknown scope {scope!r}") from exc
+    return None if scope is None else as_enum(Scope, scope, "scope")
 
 
 def checked_status(status: MigrationPlanStatus | str | None) -> MigrationPlanStatus | None:
-    if status is None:
-        return None
-    try:
-        return MigrationPlanStatus(status)
-    except ValueError as exc:
-        raise InvalidDataError(f"unknown migration plan status {status!r}") from exc
+    return None if status is None else as_enum(MigrationPlanStatus, status, "migration plan status")
 
 
 def checked_scopes(
@@ -134,16 +117,22 @@ def checked_scopes(
     return checked
 
 
-def check_lookup_text(value: str | None, what: str) -> None:
-    """A string used to look rows up (name, tool id, model): PostgreSQL text cannot hold NUL."""
-    if value is not None and "\x00" in value:
-        raise InvalidDataError(f"{what} contains a NUL character")
-
-
-def check_lookup_int(value: int, what: str) -> None:
-    """An integer used to look rows up (a version): it must fit the int32 column."""
-    if not _INT32_MIN <= value <= _INT32_MAX:
-        raise InvalidDataError(f"{what} = {value} is out of range")
+def checked_rule_search(
+    query_embedding: Sequence[float],
+    dimensions: int,
+    *,
+    scopes: Sequence[tuple[Scope | str, UUID | None]] | None,
+    limit: int,
+    min_score: float,
+    embedding_model: str | None,
+) -> tuple[list[float], list[tuple[Scope, UUID | None]] | None]:
+    """The arguments of ``vector_search_rules``, checked alike by every backend: the query rounded
+    to float32 (as the stored embeddings are) and the scope selector parsed."""
+    query = checked_embedding(query_embedding, dimensions, what="query embedding")
+    check_no_nul(embedding_model, "embedding_model")
+    check_limit(limit)
+    check_min_score(min_score)
+    return query, checked_scopes(scopes)
 
 
 def checked_agent(agent: Agent) -> Agent:
@@ -190,17 +179,6 @@ def checked_migration_plan(plan: MigrationPlan) -> MigrationPlan:
     return _checked(plan, MigrationPlan)
 
 
-def json_text(value: Any) -> str:
-    """``value`` as JSON text, refusing NaN, infinities, NUL characters and non-JSON objects."""
-    try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidDataError(f"value is not plain JSON: {exc}") from exc
-    if "\\u0000" in text:
-        raise InvalidDataError("JSON text contains a NUL character, which PostgreSQL refuses")
-    return text
-
-
 def _checked(
     model: ConfigModel, model_type: type[ConfigModel], *, allow_deleted: bool = False
 ) -> ConfigModel:
@@ -213,33 +191,20 @@ def _checked(
         if not allow_deleted and data.get("deleted_at") is not None:
             raise InvalidDataError(f"{name}.deleted_at is set only by delete, not by save")
         for field in _JSON_FIELDS.get(model_type, ()):
-            data[field] = json.loads(json_text(data[field]))
+            data[field] = json.loads(json_text(data[field], f"{name}.{field}"))
         for field, value in data.items():
             data[field] = _checked_scalar(name, field, value)
-        _refuse_nul(name, data)
+        check_no_nul(data, name)
         return model_type.model_validate(data)
     except ValidationError as exc:
         raise InvalidDataError(f"invalid {name}: {exc}") from exc
 
 
 def _checked_scalar(model_name: str, field: str, value: Any) -> Any:
+    """Timestamps aware (normalised to UTC), integers (not bools) within int32."""
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise InvalidDataError(f"{model_name}.{field} must be timezone-aware")
+        check_aware(value, f"{model_name}.{field}")
         return value.astimezone(UTC)
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT32_MIN <= value <= _INT32_MAX:
-        raise InvalidDataError(f"{model_name}.{field} = {value} is out of range")
+    if isinstance(value, int) and not isinstance(value, bool):
+        check_int4(value, f"{model_name}.{field}")
     return value
-
-
-def _refuse_nul(model_name: str, value: Any) -> None:
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise InvalidDataError(f"{model_name} contains a NUL character, which PostgreSQL refuses")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_nul(model_name, key)
-            _refuse_nul(model_name, item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _refuse_nul(model_name, item)

@@ -34,7 +34,7 @@ from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
 from focal.alignment.stores.inmemory_plans import InMemoryPlansAndActivations, copy_of
 from focal.errors import ConflictError, NotFoundError
 from focal.models import utc_now
-from focal.validation import check_limit, check_min_score, cosine_similarity
+from focal.validation import check_limit, check_no_nul, cosine_similarity
 
 __all__ = ["InMemoryConfigStore"]
 
@@ -183,11 +183,14 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         min_score: float = 0.0,
         embedding_model: str | None = None,
     ) -> list[tuple[Rule, float]]:
-        query = checks.checked_embedding(query_embedding, self.embedding_dimensions, what="query embedding")
-        checks.check_lookup_text(embedding_model, "embedding_model")
-        check_limit(limit)
-        check_min_score(min_score)
-        selector = checks.checked_scopes(scopes)
+        query, selector = checks.checked_rule_search(
+            query_embedding,
+            self.embedding_dimensions,
+            scopes=scopes,
+            limit=limit,
+            min_score=min_score,
+            embedding_model=embedding_model,
+        )
         scored: list[tuple[float, Rule]] = []
         for row in self._children(self._rules, tenant_id, agent_id):
             if not row.enabled or row.embedding is None:
@@ -260,7 +263,7 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         return [copy_of(row) for row in _by_name(self._children(self._variables, tenant_id, agent_id))]
 
     async def get_variable_by_name(self, tenant_id: UUID, agent_id: UUID, name: str) -> Variable | None:
-        checks.check_lookup_text(name, "name")
+        check_no_nul(name, "name")
         for row in self._children(self._variables, tenant_id, agent_id):
             if row.name == name:
                 return copy_of(row)

@@ -30,7 +30,7 @@ from focal.alignment.models import (
 from focal.alignment.stores import config_checks as checks
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.models import utc_now
-from focal.validation import check_limit
+from focal.validation import check_int4, check_limit, check_no_nul
 
 __all__ = ["InMemoryPlansAndActivations", "copy_of"]
 
@@ -74,7 +74,7 @@ class InMemoryPlansAndActivations:
     # --- tool activations ---------------------------------------------------------------------
 
     def _activation(self, tenant_id: UUID, agent_id: UUID, tool_id: str) -> ToolActivation | None:
-        checks.check_lookup_text(tool_id, "tool_id")
+        check_no_nul(tool_id, "tool_id")
         for row in self._activations.values():
             if row.tenant_id == tenant_id and row.agent_id == agent_id and row.tool_id == tool_id:
                 return row
@@ -132,8 +132,8 @@ class InMemoryPlansAndActivations:
     async def get_migration_plan_for_versions(
         self, tenant_id: UUID, scenario_id: UUID, from_version: int, to_version: int
     ) -> MigrationPlan | None:
-        checks.check_lookup_int(from_version, "from_version")
-        checks.check_lookup_int(to_version, "to_version")
+        check_int4(from_version, "from_version")
+        check_int4(to_version, "to_version")
         rows = self._plans_of(
             tenant_id,
             lambda row: (
@@ -195,6 +195,6 @@ class InMemoryPlansAndActivations:
     async def get_archived_scenario(
         self, tenant_id: UUID, scenario_id: UUID, version: int
     ) -> Scenario | None:
-        checks.check_lookup_int(version, "version")
+        check_int4(version, "version")
         row = self._archives.get((tenant_id, scenario_id, version))
         return copy_of(row) if row is not None else None

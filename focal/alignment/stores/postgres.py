@@ -40,7 +40,7 @@ from focal.alignment.stores.postgres_plans import PostgresPlansAndActivations
 from focal.alignment.stores.postgres_rows import AGENTS, RULES, SCENARIOS, TEMPLATES, VARIABLES
 from focal.db.translate import translate_pg_errors
 from focal.models import utc_now
-from focal.validation import check_limit, check_min_score
+from focal.validation import check_limit, check_no_nul
 
 __all__ = ["PostgresConfigStore"]
 
@@ -158,11 +158,14 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         min_score: float = 0.0,
         embedding_model: str | None = None,
     ) -> list[tuple[Rule, float]]:
-        query = checks.checked_embedding(query_embedding, self.embedding_dimensions, what="query embedding")
-        checks.check_lookup_text(embedding_model, "embedding_model")
-        check_limit(limit)
-        check_min_score(min_score)
-        selector = checks.checked_scopes(scopes)
+        query, selector = checks.checked_rule_search(
+            query_embedding,
+            self.embedding_dimensions,
+            scopes=scopes,
+            limit=limit,
+            min_score=min_score,
+            embedding_model=embedding_model,
+        )
         whole_scopes = [scope.value for scope, scope_id in selector or () if scope_id is None]
         pairs = [(scope.value, scope_id) for scope, scope_id in selector or () if scope_id is not None]
         args = (
@@ -250,7 +253,7 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         )
 
     async def get_variable_by_name(self, tenant_id: UUID, agent_id: UUID, name: str) -> Variable | None:
-        checks.check_lookup_text(name, "name")
+        check_no_nul(name, "name")
         sql = (
             f"SELECT {VARIABLES.select_list} FROM variables "
             f"WHERE tenant_id = $1 AND agent_id = $2 AND name = $3 AND {LIVE}"

@@ -20,7 +20,7 @@ from focal.alignment.stores.postgres_rows import MIGRATION_PLANS, TOOL_ACTIVATIO
 from focal.db.translate import translate_pg_errors
 from focal.errors import ConflictError, InvalidDataError
 from focal.models import utc_now
-from focal.validation import check_limit
+from focal.validation import check_int4, check_limit, check_no_nul
 
 __all__ = ["PostgresPlansAndActivations"]
 
@@ -42,7 +42,7 @@ class PostgresPlansAndActivations(PostgresConfigBase):
     async def get_tool_activation(
         self, tenant_id: UUID, agent_id: UUID, tool_id: str
     ) -> ToolActivation | None:
-        checks.check_lookup_text(tool_id, "tool_id")
+        check_no_nul(tool_id, "tool_id")
         activation: ToolActivation | None = await self._fetch_one(
             TOOL_ACTIVATIONS,
             f"{_ACTIVATIONS} AND tool_id = $3",
@@ -77,7 +77,7 @@ class PostgresPlansAndActivations(PostgresConfigBase):
                 return row_id
 
     async def delete_tool_activation(self, tenant_id: UUID, agent_id: UUID, tool_id: str) -> bool:
-        checks.check_lookup_text(tool_id, "tool_id")
+        check_no_nul(tool_id, "tool_id")
         sql = "DELETE FROM tool_activations WHERE tenant_id = $1 AND agent_id = $2 AND tool_id = $3"
         with translate_pg_errors("delete_tool_activation", tenant_id=tenant_id):
             status = await self._pool.execute(sql, tenant_id, agent_id, tool_id)
@@ -99,8 +99,8 @@ class PostgresPlansAndActivations(PostgresConfigBase):
     async def get_migration_plan_for_versions(
         self, tenant_id: UUID, scenario_id: UUID, from_version: int, to_version: int
     ) -> MigrationPlan | None:
-        checks.check_lookup_int(from_version, "from_version")
-        checks.check_lookup_int(to_version, "to_version")
+        check_int4(from_version, "from_version")
+        check_int4(to_version, "to_version")
         sql = (
             f"{_PLANS} AND scenario_id = $2 AND from_version = $3 AND to_version = $4 "
             "ORDER BY created_at DESC, id LIMIT 1"
@@ -169,7 +169,7 @@ class PostgresPlansAndActivations(PostgresConfigBase):
     async def get_archived_scenario(
         self, tenant_id: UUID, scenario_id: UUID, version: int
     ) -> Scenario | None:
-        checks.check_lookup_int(version, "version")
+        check_int4(version, "version")
         with translate_pg_errors("get_archived_scenario", tenant_id=tenant_id):
             text = await self._pool.fetchval(
                 "SELECT scenario FROM scenario_archives "

@@ -20,7 +20,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from focal.alignment.models import Agent, MigrationPlan, Rule, Scenario, Template, ToolActivation, Variable
-from focal.alignment.stores.config_checks import json_text
+from focal.validation import json_text
 
 __all__ = [
     "AGENTS",

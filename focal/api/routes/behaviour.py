@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Response, status
 
 from focal.alignment.models import Rule, Template, Variable
-from focal.api.deps import AgentDep, ServicesDep
+from focal.api.deps import AgentDep, ServicesDep, no_content_if_deleted, of_agent
 from focal.api.embeddings import embed_rule
 from focal.api.schemas.behaviour import (
     RuleCreate,
@@ -28,7 +28,6 @@ from focal.api.schemas.behaviour import (
 from focal.api.schemas.common import ItemList
 from focal.api.validation import build_model, patched
 from focal.bootstrap import FocalServices
-from focal.errors import NotFoundError
 
 router = APIRouter(prefix="/v1/agents/{agent_id}", tags=["agent configuration"])
 
@@ -44,9 +43,7 @@ def _owner(agent: AgentDep) -> dict[str, UUID]:
 
 async def _rule(services: FocalServices, agent: AgentDep, rule_id: UUID) -> Rule:
     rule = await services.config_store.get_rule(agent.tenant_id, rule_id)
-    if rule is None or rule.agent_id != agent.id:
-        raise NotFoundError(f"rule {rule_id} not found")
-    return rule
+    return of_agent(rule, agent, "rule", rule_id)
 
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut, tags=["rules"])
@@ -87,9 +84,8 @@ async def update_rule(rule_id: UUID, body: RuleUpdate, agent: AgentDep, services
 @router.delete("/rules/{rule_id}", status_code=_NO_CONTENT, tags=["rules"])
 async def delete_rule(rule_id: UUID, agent: AgentDep, services: ServicesDep) -> Response:
     await _rule(services, agent, rule_id)
-    if not await services.config_store.delete_rule(agent.tenant_id, rule_id):
-        raise NotFoundError(f"rule {rule_id} not found")
-    return Response(status_code=_NO_CONTENT)
+    deleted = await services.config_store.delete_rule(agent.tenant_id, rule_id)
+    return no_content_if_deleted(deleted, "rule", rule_id)
 
 
 # --- templates --------------------------------------------------------------------------------
@@ -97,9 +93,7 @@ async def delete_rule(rule_id: UUID, agent: AgentDep, services: ServicesDep) -> 
 
 async def _template(services: FocalServices, agent: AgentDep, template_id: UUID) -> Template:
     template = await services.config_store.get_template(agent.tenant_id, template_id)
-    if template is None or template.agent_id != agent.id:
-        raise NotFoundError(f"template {template_id} not found")
-    return template
+    return of_agent(template, agent, "template", template_id)
 
 
 @router.post(
@@ -135,9 +129,8 @@ async def update_template(
 @router.delete("/templates/{template_id}", status_code=_NO_CONTENT, tags=["templates"])
 async def delete_template(template_id: UUID, agent: AgentDep, services: ServicesDep) -> Response:
     await _template(services, agent, template_id)
-    if not await services.config_store.delete_template(agent.tenant_id, template_id):
-        raise NotFoundError(f"template {template_id} not found")
-    return Response(status_code=_NO_CONTENT)
+    deleted = await services.config_store.delete_template(agent.tenant_id, template_id)
+    return no_content_if_deleted(deleted, "template", template_id)
 
 
 # --- variables --------------------------------------------------------------------------------
@@ -145,9 +138,7 @@ async def delete_template(template_id: UUID, agent: AgentDep, services: Services
 
 async def _variable(services: FocalServices, agent: AgentDep, variable_id: UUID) -> Variable:
     variable = await services.config_store.get_variable(agent.tenant_id, variable_id)
-    if variable is None or variable.agent_id != agent.id:
-        raise NotFoundError(f"variable {variable_id} not found")
-    return variable
+    return of_agent(variable, agent, "variable", variable_id)
 
 
 @router.post(
@@ -183,6 +174,5 @@ async def update_variable(
 @router.delete("/variables/{variable_id}", status_code=_NO_CONTENT, tags=["variables"])
 async def delete_variable(variable_id: UUID, agent: AgentDep, services: ServicesDep) -> Response:
     await _variable(services, agent, variable_id)
-    if not await services.config_store.delete_variable(agent.tenant_id, variable_id):
-        raise NotFoundError(f"variable {variable_id} not found")
-    return Response(status_code=_NO_CONTENT)
+    deleted = await services.config_store.delete_variable(agent.tenant_id, variable_id)
+    return no_content_if_deleted(deleted, "variable", variable_id)

@@ -13,13 +13,12 @@ from uuid import UUID
 from fastapi import APIRouter, Response, status
 
 from focal.alignment.models import Scenario
-from focal.api.deps import AgentDep, ServicesDep
+from focal.api.deps import AgentDep, ServicesDep, no_content_if_deleted, of_agent
 from focal.api.embeddings import embed_scenario
 from focal.api.schemas.common import ItemList
 from focal.api.schemas.scenarios import ScenarioCreate, ScenarioOut, ScenarioUpdate
 from focal.api.validation import build_model, patched
 from focal.bootstrap import FocalServices
-from focal.errors import NotFoundError
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/scenarios", tags=["scenarios"])
 
@@ -28,9 +27,7 @@ _FLOW_FIELDS = frozenset({"steps", "entry_step_id", "entry_condition_text"})
 
 async def _scenario(services: FocalServices, agent: AgentDep, scenario_id: UUID) -> Scenario:
     scenario = await services.config_store.get_scenario(agent.tenant_id, scenario_id)
-    if scenario is None or scenario.agent_id != agent.id:
-        raise NotFoundError(f"scenario {scenario_id} not found")
-    return scenario
+    return of_agent(scenario, agent, "scenario", scenario_id)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ScenarioOut)
@@ -100,6 +97,5 @@ def _plain(value: Any) -> Any:
 @router.delete("/{scenario_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_scenario(scenario_id: UUID, agent: AgentDep, services: ServicesDep) -> Response:
     await _scenario(services, agent, scenario_id)
-    if not await services.config_store.delete_scenario(agent.tenant_id, scenario_id):
-        raise NotFoundError(f"scenario {scenario_id} not found")
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    deleted = await services.config_store.delete_scenario(agent.tenant_id, scenario_id)
+    return no_content_if_deleted(deleted, "scenario", scenario_id)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from focal.audit.models import AuditEvent, TurnRecord
 from focal.errors import InvalidDataError
-from focal.record_checks import check_aware, check_finite, check_int4, check_storable
+from focal.validation import check_aware, check_finite, check_int4, check_storable
 
 __all__ = ["check_event", "check_turn", "check_window"]
 

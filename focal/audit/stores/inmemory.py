@@ -1,7 +1,7 @@
 """In-memory AuditStore: the reference implementation the contract suite holds every backend to.
 
 Append-only: a record, once saved, is never replaced. Records are kept as JSON-normalised
-snapshots (``focal.record_checks.snapshot``), so what comes back equals what PostgreSQL's JSONB
+snapshots (``focal.validation.snapshot``), so what comes back equals what PostgreSQL's JSONB
 would return and callers can never reach the stored objects.
 """
 
@@ -15,8 +15,7 @@ from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.checks import check_event, check_turn, check_window
 from focal.audit.stores.store import AuditStore
 from focal.errors import ConflictError
-from focal.record_checks import snapshot
-from focal.validation import check_limit
+from focal.validation import check_limit, snapshot
 
 __all__ = ["InMemoryAuditStore"]
 

@@ -106,19 +106,11 @@ class PostgresAuditStore(AuditStore):
     ) -> list[TurnRecord]:
         check_limit(limit)
         check_window(since, until)
-        # Filters are added only when given, so each shape gets a plan that uses the index.
-        conditions = ["tenant_id = $1"]
-        arguments: list[Any] = [tenant_id]
-        if since is not None:
-            arguments.append(since)
-            conditions.append(f"created_at >= ${len(arguments)}")
-        if until is not None:
-            arguments.append(until)
-            conditions.append(f"created_at < ${len(arguments)}")
+        where, arguments = _where(tenant_id, ("created_at >=", since), ("created_at <", until))
         arguments.append(limit)
         with translate_pg_errors("list_turns_by_tenant", tenant_id=tenant_id):
             rows = await self._pool.fetch(
-                f"SELECT {_TURN_COLUMNS} FROM turn_records WHERE {' AND '.join(conditions)} "
+                f"SELECT {_TURN_COLUMNS} FROM turn_records WHERE {where} "
                 f"ORDER BY created_at DESC, id LIMIT ${len(arguments)}",
                 *arguments,
             )
@@ -157,19 +149,25 @@ class PostgresAuditStore(AuditStore):
         limit: int = 100,
     ) -> list[AuditEvent]:
         check_limit(limit)
-        conditions = ["tenant_id = $1"]
-        arguments: list[Any] = [tenant_id]
-        if session_id is not None:
-            arguments.append(session_id)
-            conditions.append(f"session_id = ${len(arguments)}")
-        if event_type is not None:
-            arguments.append(event_type)
-            conditions.append(f"event_type = ${len(arguments)}")
+        where, arguments = _where(tenant_id, ("session_id =", session_id), ("event_type =", event_type))
         arguments.append(limit)
         with translate_pg_errors("list_events", tenant_id=tenant_id):
             rows = await self._pool.fetch(
-                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {' AND '.join(conditions)} "
+                f"SELECT {_EVENT_COLUMNS} FROM audit_events WHERE {where} "
                 f"ORDER BY created_at, id LIMIT ${len(arguments)}",
                 *arguments,
             )
         return [_event_from_row(row) for row in rows]
+
+
+def _where(tenant_id: UUID, *filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """``tenant_id = $1`` AND one ``<column> <operator> $n`` per filter whose value is given, with
+    the arguments in parameter order. Filters are added only when given, so each shape of query
+    gets a plan that uses the index."""
+    conditions = ["tenant_id = $1"]
+    arguments: list[Any] = [tenant_id]
+    for condition, value in filters:
+        if value is not None:
+            arguments.append(value)
+            conditions.append(f"{condition} ${len(arguments)}")
+    return " AND ".join(conditions), arguments

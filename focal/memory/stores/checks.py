@@ -8,28 +8,19 @@ and the store is the boundary that must not trust its caller.
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from focal.errors import InvalidDataError
 from focal.memory.models import Entity, Episode, Relationship
-from focal.validation import check_vector
+from focal.validation import check_aware, check_limit, check_min_score, check_vector, float32, plain_json
 
 MIN_TRAVERSAL_DEPTH = 1
 MAX_TRAVERSAL_DEPTH = 5
 
 # A "term" of a text search: a run of letters, digits or underscores, compared lower-cased.
 _TERM = re.compile(r"\w+")
-
-
-def check_aware(value: datetime | None, what: str) -> None:
-    """Timestamps must carry a time zone: a naive one is ambiguous (local time? UTC?)."""
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
-        raise InvalidDataError(f"{what} must be timezone-aware (use datetime.now(UTC)), got {value!r}")
 
 
 def check_validity_window(valid_from: datetime, valid_to: datetime | None, what: str) -> None:
@@ -39,32 +30,36 @@ def check_validity_window(valid_from: datetime, valid_to: datetime | None, what:
         raise InvalidDataError(f"{what}.valid_to ({valid_to}) must be after valid_from ({valid_from})")
 
 
-def check_json(value: dict[str, Any], what: str) -> None:
-    """Dicts are stored as JSON (JSONB): values JSON cannot hold are refused, never mangled."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidDataError(f"{what} is not JSON-serialisable: {exc}") from exc
-
-
 def check_episode(episode: Episode, dimensions: int) -> None:
     check_vector(episode.embedding, dimensions, what="episode embedding")
+    if episode.embedding is not None:
+        float32(episode.embedding)  # pgvector stores float32: a larger value is refused, not made inf
     if episode.embedding is not None and not episode.embedding_model:
         raise InvalidDataError("episode.embedding_model is required when embedding is set")
     check_validity_window(episode.valid_from, episode.valid_to, "episode")
     check_aware(episode.recorded_at, "episode.recorded_at")
-    check_json(episode.metadata, "episode.metadata")
+    plain_json(episode.metadata, "episode.metadata")
 
 
 def check_entity(entity: Entity) -> None:
     check_aware(entity.created_at, "entity.created_at")
     check_aware(entity.updated_at, "entity.updated_at")
-    check_json(entity.attributes, "entity.attributes")
+    plain_json(entity.attributes, "entity.attributes")
 
 
 def check_relationship(relationship: Relationship) -> None:
     check_validity_window(relationship.valid_from, relationship.valid_to, "relationship")
-    check_json(relationship.metadata, "relationship.metadata")
+    plain_json(relationship.metadata, "relationship.metadata")
+
+
+def check_vector_search(
+    query_embedding: Sequence[float], dimensions: int, limit: int, min_score: float, as_of: datetime | None
+) -> None:
+    """The arguments of ``vector_search_episodes`` that every backend refuses alike."""
+    check_vector(query_embedding, dimensions, what="query embedding")
+    check_limit(limit)
+    check_min_score(min_score)
+    check_aware(as_of, "as_of")
 
 
 def check_max_depth(max_depth: int) -> None:
@@ -93,9 +88,3 @@ def query_terms(text: str) -> list[str]:
 def is_valid_at(valid_from: datetime, valid_to: datetime | None, instant: datetime) -> bool:
     """``valid_from <= instant < valid_to``; an open ``valid_to`` never ends."""
     return valid_from <= instant and (valid_to is None or instant < valid_to)
-
-
-def as_float32(vector: Sequence[float]) -> list[float]:
-    """``vector`` rounded to single precision, as pgvector's ``vector`` type stores it, so every
-    backend returns the same embedding and computes the same scores."""
-    return list(struct.unpack(f"{len(vector)}f", struct.pack(f"{len(vector)}f", *vector)))

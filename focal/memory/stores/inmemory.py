@@ -34,20 +34,19 @@ from uuid import UUID
 from focal.errors import ConflictError, NotFoundError
 from focal.memory.models import Entity, Episode, Relationship
 from focal.memory.stores.checks import (
-    as_float32,
-    check_aware,
     check_entity,
     check_episode,
     check_max_depth,
     check_relationship,
     check_text_query,
+    check_vector_search,
     is_valid_at,
     query_terms,
     text_terms,
 )
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
-from focal.validation import check_limit, check_min_score, check_vector, cosine_similarity
+from focal.validation import check_aware, check_limit, cosine_similarity, float32
 
 __all__ = ["InMemoryMemoryStore"]
 
@@ -115,10 +114,7 @@ class InMemoryMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector(query_embedding, self.embedding_dimensions, what="query embedding")
-        check_limit(limit)
-        check_min_score(min_score)
-        check_aware(as_of, "as_of")
+        check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
         scored: list[tuple[Episode, float]] = []
         for episode in self._visible_episodes(tenant_id, agent_id, customer_profile_id, as_of):
             if episode.embedding is None:
@@ -290,5 +286,5 @@ def _stored_copy(episode: Episode) -> Episode:
     """A private copy of ``episode`` with its embedding at single precision (like pgvector)."""
     stored = episode.model_copy(deep=True)
     if stored.embedding is not None:
-        stored.embedding = as_float32(stored.embedding)
+        stored.embedding = float32(stored.embedding)
     return stored

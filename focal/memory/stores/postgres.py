@@ -44,16 +44,16 @@ from focal.errors import ConflictError
 from focal.memory.models import Entity, Episode, Relationship
 from focal.memory.stores import postgres_sql as sql
 from focal.memory.stores.checks import (
-    check_aware,
     check_entity,
     check_episode,
     check_max_depth,
     check_relationship,
     check_text_query,
+    check_vector_search,
     query_terms,
 )
 from focal.memory.stores.store import MemoryStore
-from focal.validation import check_limit, check_min_score, check_vector
+from focal.validation import check_aware, check_limit
 
 __all__ = ["PostgresMemoryStore"]
 
@@ -171,10 +171,7 @@ class PostgresMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector(query_embedding, self.embedding_dimensions, what="query embedding")
-        check_limit(limit)
-        check_min_score(min_score)
-        check_aware(as_of, "as_of")
+        check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
         scope = (tenant_id, agent_id, customer_profile_id, embedding_model, as_of)
         candidates = max(limit, self.candidate_pool)
         ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)

@@ -8,7 +8,7 @@ from uuid import UUID
 from focal.conversation.models import Channel
 from focal.errors import InvalidDataError
 from focal.profile.models import ProfileAsset, ProfileField
-from focal.record_checks import check_aware, check_finite, check_storable
+from focal.validation import as_enum, check_aware, check_finite, check_no_nul, check_storable
 
 __all__ = [
     "check_asset",
@@ -24,18 +24,13 @@ MAX_KEY_LENGTH = 255
 
 def coerce_channel(channel: Any) -> Channel:
     """A ``Channel`` (or its value as a string); anything else is ``InvalidDataError``."""
-    try:
-        return Channel(channel)
-    except ValueError as exc:
-        allowed = ", ".join(c.value for c in Channel)
-        raise InvalidDataError(f"unknown channel {channel!r}; expected one of {allowed}") from exc
+    return as_enum(Channel, channel, "channel")
 
 
 def _check_key(value: Any, what: str) -> None:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_KEY_LENGTH:
         raise InvalidDataError(f"{what} must be a string of 1..{MAX_KEY_LENGTH} characters, got {value!r}")
-    if "\x00" in value:
-        raise InvalidDataError(f"{what} contains a NUL character")
+    check_no_nul(value, what)
 
 
 def check_channel_user_id(channel_user_id: Any) -> None:

@@ -46,7 +46,7 @@ from focal.profile.stores.checks import (
     coerce_channel,
 )
 from focal.profile.stores.store import ProfileStore
-from focal.record_checks import snapshot
+from focal.validation import snapshot
 
 __all__ = ["InMemoryProfileStore"]
 

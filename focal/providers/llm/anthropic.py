@@ -16,12 +16,11 @@ from functools import partial
 from typing import Any
 
 import anthropic
-from anthropic.types import AssistantMessageParam, Message, MessageParam, UserMessageParam
-from pydantic import SecretStr, ValidationError
+from anthropic.types import AssistantMessageParam, Message, MessageParam, ToolUseBlock, UserMessageParam
+from pydantic import SecretStr
 
 from focal.errors import (
     ConfigurationError,
-    ContentFilterError,
     InvalidResponseError,
     ProviderError,
     ProviderUnavailableError,
@@ -37,6 +36,7 @@ from focal.providers.llm.base import (
     normalise_finish_reason,
     repair_instructions,
     schema_name,
+    structured_with_one_repair,
     validate_generation_args,
     validate_schema,
 )
@@ -187,33 +187,24 @@ class AnthropicProvider(LLMProvider):
         if system_prompt:
             options["system"] = system_prompt
         messages: list[MessageParam] = [{"role": "user", "content": prompt}]
-        usage = TokenUsage()
+
+        async def ask(call: ProviderCall) -> tuple[LLMResponse, Message]:
+            message = await call.run(partial(self._create, messages, max_tokens, options))
+            return _to_response(message), message
+
+        def parse(_: LLMResponse, message: Message) -> ModelT:
+            tool_use = _tool_use(message)
+            if tool_use is None:
+                raise ValueError("the answer did not call the tool")
+            return schema.model_validate(tool_use.input)
+
+        def add_repair_turns(_: LLMResponse, message: Message, errors: str) -> None:
+            messages.extend(_repair_turns(message, _tool_use(message), errors))
+
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate_structured", policy=self._policy
         ) as call:
-            for attempt in (1, 2):
-                message = await call.run(partial(self._create, messages, max_tokens, options))
-                response = _to_response(message)
-                usage += response.usage
-                call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
-                if response.finish_reason == "content_filter":
-                    raise ContentFilterError(f"{PROVIDER}: the model refused the request", provider=PROVIDER)
-                tool_use = next((b for b in message.content if b.type == "tool_use"), None)
-                try:
-                    if tool_use is None:
-                        raise ValueError("the answer did not call the tool")
-                    parsed = schema.model_validate(tool_use.input)
-                except (ValidationError, ValueError) as exc:
-                    if attempt == 2:
-                        raise InvalidResponseError(
-                            f"{PROVIDER}: structured answer still invalid after one repair: {exc}",
-                            provider=PROVIDER,
-                        ) from exc
-                    messages = [*messages, *_repair_turns(message, tool_use, str(exc))]
-                    continue
-                final = response.model_copy(update={"content": parsed.model_dump_json(), "usage": usage})
-                return parsed, final
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+            return await structured_with_one_repair(call, ask, parse, add_repair_turns)
 
     async def _create(
         self, messages: list[MessageParam], max_tokens: int, options: dict[str, Any]
@@ -231,7 +222,12 @@ def _message_param(role: str, content: str) -> MessageParam:
     return AssistantMessageParam(role="assistant", content=content)
 
 
-def _repair_turns(message: Message, tool_use: Any, errors: str) -> list[MessageParam]:
+def _tool_use(message: Message) -> ToolUseBlock | None:
+    """The answer's (forced) tool call, if the model made one."""
+    return next((block for block in message.content if block.type == "tool_use"), None)
+
+
+def _repair_turns(message: Message, tool_use: ToolUseBlock | None, errors: str) -> list[MessageParam]:
     """The assistant's invalid answer followed by the user turn asking for a corrected one."""
     assistant: MessageParam = {"role": "assistant", "content": message.to_param()["content"]}
     if tool_use is None:
@@ -266,11 +262,7 @@ def _to_response(message: Message) -> LLMResponse:
     return LLMResponse(
         content=text,
         model=model,
-        usage=TokenUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
+        usage=TokenUsage.of(prompt_tokens, completion_tokens),
         finish_reason=finish_reason,
         raw_response=raw,
     )

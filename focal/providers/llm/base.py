@@ -8,17 +8,19 @@ provider live here so that bad input raises ``ProviderInputError`` before any ne
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from focal.errors import ProviderInputError
+from focal.errors import ContentFilterError, InvalidResponseError, ProviderInputError
 from focal.logging import get_logger
+from focal.providers.retry import ProviderCall
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_use"]
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+ReplyT = TypeVar("ReplyT")  # a vendor's own answer object (an Anthropic Message, a ChatCompletion)
 
 
 class TokenUsage(BaseModel):
@@ -29,6 +31,15 @@ class TokenUsage(BaseModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> TokenUsage:
+        """Usage with ``total_tokens`` as the sum of the two counts."""
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
@@ -171,3 +182,40 @@ def repair_instructions(errors: str) -> str:
         "Your previous answer did not match the required JSON schema. Validation errors:\n"
         f"{errors}\nAnswer again with a corrected object that matches the schema exactly."
     )
+
+
+async def structured_with_one_repair(
+    call: ProviderCall,
+    ask: Callable[[ProviderCall], Awaitable[tuple[LLMResponse, ReplyT]]],
+    parse: Callable[[LLMResponse, ReplyT], ModelT],
+    add_repair_turns: Callable[[LLMResponse, ReplyT, str], None],
+) -> tuple[ModelT, LLMResponse]:
+    """The ``generate_structured`` loop every vendor provider shares, inside its ``ProviderCall``.
+
+    ``ask`` sends the conversation so far through ``call`` and returns the normalised response with
+    the vendor's answer; ``parse`` turns them into the schema's instance (``ValidationError`` or
+    ``ValueError`` when they do not fit). A refusal is ``ContentFilterError``; an invalid answer is
+    sent back once (``add_repair_turns`` extends the conversation with it and the validation
+    errors) and a second invalid one is ``InvalidResponseError``. The response returned carries
+    the parsed object as its JSON content and the tokens of both requests.
+    """
+    provider = call.provider
+    usage = TokenUsage()
+    for attempt in (1, 2):
+        response, reply = await ask(call)
+        usage += response.usage
+        call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+        if response.finish_reason == "content_filter":
+            refusal = f": {response.content}" if response.content else ""
+            raise ContentFilterError(f"{provider}: the model refused the request{refusal}", provider=provider)
+        try:
+            parsed = parse(response, reply)
+        except (ValidationError, ValueError) as exc:
+            if attempt == 2:
+                raise InvalidResponseError(
+                    f"{provider}: structured answer still invalid after one repair: {exc}", provider=provider
+                ) from exc
+            add_repair_turns(response, reply, str(exc))
+            continue
+        return parsed, response.model_copy(update={"content": parsed.model_dump_json(), "usage": usage})
+    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover

@@ -153,13 +153,7 @@ def _respond(
 
 
 def _usage(context: list[str], answer: str) -> TokenUsage:
-    prompt_tokens = sum(len(text.split()) for text in context)
-    completion_tokens = len(answer.split())
-    return TokenUsage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
+    return TokenUsage.of(sum(len(text.split()) for text in context), len(answer.split()))
 
 
 def _value_for(node: dict[str, Any], root: dict[str, Any], text: str) -> Any:

@@ -19,11 +19,10 @@ from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from focal.errors import (
     ConfigurationError,
-    ContentFilterError,
     InvalidResponseError,
     ProviderError,
     ProviderUnavailableError,
@@ -39,6 +38,7 @@ from focal.providers.llm.base import (
     normalise_finish_reason,
     repair_instructions,
     schema_name,
+    structured_with_one_repair,
     validate_generation_args,
     validate_schema,
 )
@@ -186,36 +186,22 @@ class OpenAIProvider(LLMProvider):
             },
         }
         messages = _messages(prompt, system_prompt, None)
-        usage = TokenUsage()
+
+        async def ask(call: ProviderCall) -> tuple[LLMResponse, ChatCompletion]:
+            completion = await call.run(partial(self._create, messages, options))
+            return _to_response(completion), completion
+
+        def parse(response: LLMResponse, _: ChatCompletion) -> ModelT:
+            return schema.model_validate_json(response.content)
+
+        def add_repair_turns(response: LLMResponse, _: ChatCompletion, errors: str) -> None:
+            messages.append({"role": "assistant", "content": response.content})
+            messages.append({"role": "user", "content": repair_instructions(errors)})
+
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate_structured", policy=self._policy
         ) as call:
-            for attempt in (1, 2):
-                completion = await call.run(partial(self._create, messages, options))
-                response = _to_response(completion)
-                usage += response.usage
-                call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
-                if response.finish_reason == "content_filter":
-                    raise ContentFilterError(
-                        f"{PROVIDER}: the model refused the request: {response.content}", provider=PROVIDER
-                    )
-                try:
-                    parsed = schema.model_validate_json(response.content)
-                except ValidationError as exc:
-                    if attempt == 2:
-                        raise InvalidResponseError(
-                            f"{PROVIDER}: structured answer still invalid after one repair: {exc}",
-                            provider=PROVIDER,
-                        ) from exc
-                    messages = [
-                        *messages,
-                        {"role": "assistant", "content": response.content},
-                        {"role": "user", "content": repair_instructions(str(exc))},
-                    ]
-                    continue
-                final = response.model_copy(update={"content": parsed.model_dump_json(), "usage": usage})
-                return parsed, final
-        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+            return await structured_with_one_repair(call, ask, parse, add_repair_turns)
 
     async def _create(
         self, messages: list[ChatCompletionMessageParam], options: dict[str, Any]
@@ -268,11 +254,7 @@ def _to_response(completion: ChatCompletion) -> LLMResponse:
     return LLMResponse(
         content=content,
         model=model,
-        usage=TokenUsage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
+        usage=TokenUsage.of(prompt_tokens, completion_tokens),
         finish_reason=finish_reason,
         raw_response=raw,
     )

@@ -258,7 +258,7 @@ async def test_structured_refusal_is_content_filter_error(
     vendor: FakeVendor, provider: AnthropicProvider
 ) -> None:
     vendor.enqueue(Reply(body=anthropic_message("I can't help with that.", stop_reason="refusal")))
-    with pytest.raises(ContentFilterError):
+    with pytest.raises(ContentFilterError, match=r"^anthropic: the model refused the request: I can't help"):
         await provider.generate_structured("Refund A-1", Refund)
     assert len(vendor.requests) == 1
 

@@ -259,7 +259,7 @@ async def test_structured_refusal_is_content_filter_error(
     vendor: FakeVendor, provider: OpenAIProvider
 ) -> None:
     vendor.enqueue(Reply(body=openai_completion(None, refusal="I can't help with that.")))
-    with pytest.raises(ContentFilterError):
+    with pytest.raises(ContentFilterError, match=r"^openai: the model refused the request: I can't help"):
         await provider.generate_structured("Classify", Ticket)
     assert len(vendor.requests) == 1
 
