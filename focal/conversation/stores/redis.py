@@ -95,20 +95,25 @@ class RedisSessionStore(SessionStore):
         self._hot_ttl_ms = max(1, int(hot_ttl_seconds * 1000))
         self._max_age_ms = max(1, int(max_age_seconds * 1000))
         self._max_session_bytes = max_session_bytes
+        # Script arguments that never change, encoded once: redis-py sends bytes as they are.
+        self._hot_ttl_arg = str(self._hot_ttl_ms).encode()
+        self._max_age_arg = str(self._max_age_ms).encode()
         self.keys = SessionKeys(key_prefix)
         # A cluster cannot run one script over a session's slot and the tenant's slot, so there
         # a save is two scripts; a standalone server does both in one atomic round trip.
         self._is_cluster = isinstance(client, RedisCluster)
-
-    def _tier_keys(self, session_id: UUID | str) -> list[str]:
-        return [self.keys.hot(session_id), self.keys.persist(session_id)]
 
     # --- single sessions ------------------------------------------------------------------
 
     async def get(self, tenant_id: UUID, session_id: UUID) -> Session | None:
         with translate_redis_errors("session.get", tenant_id=tenant_id):
             payload = await GET_AND_PROMOTE(
-                self._client, self._tier_keys(session_id), [str(tenant_id), self._hot_ttl_ms, "1"]
+                self._client,
+                2,
+                *self.keys.tier_keys(str(session_id)),
+                str(tenant_id),
+                self._hot_ttl_arg,
+                b"1",
             )
         if payload is None:
             return None
@@ -121,7 +126,7 @@ class RedisSessionStore(SessionStore):
         now = utc_now()
         payload, stored = encode_next_version(session, now)
         expected = stored.version - 1
-        size = len(payload.encode())
+        size = len(payload)  # UTF-8 bytes, as stored
         if size > self._max_session_bytes:
             raise InvalidDataError(
                 f"session {stored.session_id} is {size} bytes, over the {self._max_session_bytes}-byte limit"
@@ -133,23 +138,30 @@ class RedisSessionStore(SessionStore):
                 f"session {stored.session_id} was created {age_ms} ms ago, past the max age of "
                 f"{self._max_age_ms} ms: it cannot be stored"
             )
-        tier_args: list[str | int] = [
-            expected,
-            str(stored.tenant_id),
-            payload,
-            self._hot_ttl_ms,
-            max(1, persist_ttl_ms),
-        ]
-        session_id = str(stored.session_id)
-        index_keys, index_args = self._index_update(stored, session_id)
+        session_id, tenant = str(stored.session_id), str(stored.tenant_id)
+        hot_key, persist_key = self.keys.tier_keys(session_id)
+        index_keys, ranked = self.keys.index_keys_of(stored, tenant)
+        score = epoch_micros(stored.last_activity_at)
+        # Arguments of the scripts (see ``redis_scripts``), passed flat: ``expected`` version,
+        # tenant, payload, hot TTL, persist TTL (used on creation only); then for the indexes the
+        # member, its score, the index TTL and how many of the index keys are sorted sets.
         with translate_redis_errors("session.save", tenant_id=stored.tenant_id):
             if self._is_cluster:
-                status, info = await SAVE_SESSION(self._client, self._tier_keys(session_id), tier_args)
+                status, info = await SAVE_SESSION(
+                    self._client, 2, hot_key, persist_key,
+                    expected, tenant, payload, self._hot_ttl_arg, max(1, persist_ttl_ms),
+                )  # fmt: skip
                 if status == 1:
-                    await INDEX_SESSION(self._client, index_keys, index_args)
+                    await INDEX_SESSION(
+                        self._client, len(index_keys), *index_keys,
+                        session_id, score, self._max_age_arg, ranked,
+                    )  # fmt: skip
             else:
-                keys = [*self._tier_keys(session_id), *index_keys]
-                status, info = await SAVE_AND_INDEX(self._client, keys, [*tier_args, *index_args])
+                status, info = await SAVE_AND_INDEX(
+                    self._client, 2 + len(index_keys), hot_key, persist_key, *index_keys,
+                    expected, tenant, payload, self._hot_ttl_arg, max(1, persist_ttl_ms),
+                    session_id, score, self._max_age_arg, ranked,
+                )  # fmt: skip
         if status == -1:
             raise ConflictError(f"session id {stored.session_id} belongs to another tenant")
         if status == -2:
@@ -160,16 +172,11 @@ class RedisSessionStore(SessionStore):
             )
         return stored
 
-    def _index_update(self, session: Session, session_id: str) -> tuple[list[str], list[str | int]]:
-        """Keys and arguments of the index script for a saved session (see ``redis_scripts``)."""
-        ranked, step_key = self.keys.indexes_of(session)
-        keys = [*ranked, *([step_key] if step_key else []), self.keys.registry(str(session.tenant_id))]
-        score = epoch_micros(session.last_activity_at)
-        return keys, [session_id, score, self._max_age_ms, len(ranked)]
-
     async def delete(self, tenant_id: UUID, session_id: UUID) -> bool:
         with translate_redis_errors("session.delete", tenant_id=tenant_id):
-            payload = await DELETE_SESSION(self._client, self._tier_keys(session_id), [str(tenant_id)])
+            payload = await DELETE_SESSION(
+                self._client, 2, *self.keys.tier_keys(str(session_id)), str(tenant_id)
+            )
             if payload is None:
                 return False
             try:
@@ -189,14 +196,19 @@ class RedisSessionStore(SessionStore):
         """Put the session in the hot tier (or slide its hot TTL); False if it does not exist."""
         with translate_redis_errors("session.promote", tenant_id=tenant_id):
             result = await GET_AND_PROMOTE(
-                self._client, self._tier_keys(session_id), [str(tenant_id), self._hot_ttl_ms, "0"]
+                self._client,
+                2,
+                *self.keys.tier_keys(str(session_id)),
+                str(tenant_id),
+                self._hot_ttl_arg,
+                b"0",
             )
         return result is not None
 
     async def demote_to_persistent(self, tenant_id: UUID, session_id: UUID) -> bool:
         """Drop the hot copy, keeping the persistent one; False if the session does not exist."""
         with translate_redis_errors("session.demote", tenant_id=tenant_id):
-            result = await DEMOTE(self._client, self._tier_keys(session_id), [str(tenant_id)])
+            result = await DEMOTE(self._client, 2, *self.keys.tier_keys(str(session_id)), str(tenant_id))
         return bool(result)
 
     async def health_check(self) -> bool:

@@ -42,6 +42,14 @@ class SessionKeys:
                 "(braces would change the cluster hash tags)"
             )
         self.prefix = prefix
+        # The hot path (every get and save) builds its two tier keys as bytes from these, which
+        # redis-py sends as they are; the ``str`` methods below are for everything else.
+        self._session_head = f"{prefix}:s:{{".encode()
+
+    def tier_keys(self, session_id: str) -> tuple[bytes, bytes]:
+        """``hot(session_id)`` and ``persist(session_id)`` as bytes, built once per call."""
+        tagged = b"".join((self._session_head, session_id.encode(), b"}:"))
+        return tagged + b"hot", tagged + b"persist"
 
     def hot(self, session_id: UUID | str) -> str:
         return f"{self.prefix}:s:{{{session_id}}}:hot"
@@ -69,19 +77,29 @@ class SessionKeys:
     def indexes_of(self, session: Session) -> tuple[list[str], str | None]:
         """The sorted-set indexes (agent, channel, customer if any) and the step set (if the
         session is at a step of a scenario) that list this session."""
-        tenant = str(session.tenant_id)  # formatted once: UUID.__str__ is not free
-        ranked = [
+        keys, ranked = self.index_keys_of(session, str(session.tenant_id))
+        step_keys = keys[ranked:-1]  # the registry is last
+        return keys[:ranked], step_keys[0] if step_keys else None
+
+    def index_keys_of(self, session: Session, tenant: str) -> tuple[list[str], int]:
+        """Every index key ``save`` updates for this session, in the order the index script takes
+        them: the sorted sets (agent, channel, customer if any), the step set if the session is at
+        a step, then the tenant's registry; and how many of them are sorted sets. ``tenant`` is
+        ``str(session.tenant_id)``, formatted once by the caller (``UUID.__str__`` is not free)."""
+        keys = [
             self.agent(tenant, session.agent_id),
             self.channel(tenant, session.channel, session.user_channel_id),
         ]
         if session.customer_profile_id is not None:
-            ranked.append(self.customer(tenant, session.customer_profile_id))
-        step_hash = session.current_step_hash()
-        if session.active_scenario_id is None or session.active_scenario_version is None or not step_hash:
-            return ranked, None
-        return ranked, self.step(
-            tenant, session.active_scenario_id, session.active_scenario_version, step_hash
-        )
+            keys.append(self.customer(tenant, session.customer_profile_id))
+        ranked = len(keys)
+        scenario_id, scenario_version = session.active_scenario_id, session.active_scenario_version
+        if scenario_id is not None and scenario_version is not None:
+            step_hash = session.current_step_hash()
+            if step_hash:
+                keys.append(self.step(tenant, scenario_id, scenario_version, step_hash))
+        keys.append(self.registry(tenant))
+        return keys, ranked
 
     def registry(self, tenant_id: UUID | str) -> str:
         return f"{self.tenant_prefix(tenant_id)}indexes"

@@ -32,14 +32,18 @@ from focal.errors import InvalidDataError
 _HEADER_FIELDS = {"version", "tenant_id", "last_activity_at"}
 
 
-def encode_next_version(session: Session, now: datetime) -> tuple[str, Session]:
-    """The JSON to store for a save of ``session`` and the session it decodes to.
+def encode_next_version(session: Session, now: datetime) -> tuple[bytes, Session]:
+    """The JSON (UTF-8 bytes) to store for a save of ``session`` and the session it decodes to.
 
     The stored version is ``session.version + 1`` and ``last_activity_at`` is ``now``; ``version``
     and ``tenant_id`` come first so that the scripts' ``header`` finds them. The payload is
     parsed back with full validation, which also yields the copy ``save`` returns: one JSON
     encode and one validating decode per save (objects built with ``model_construct`` or holding
     values JSON cannot encode are refused here with ``InvalidDataError``).
+
+    The body is serialised straight to bytes by pydantic-core (what ``model_dump_json`` does before
+    decoding to ``str``): the size cap is then ``len(payload)`` and redis-py sends the bytes as they
+    are, where a ``str`` payload would be encoded again for each of the two.
     """
     version, tenant_id = session.version, session.tenant_id
     if not isinstance(version, int) or isinstance(version, bool) or version < 0:
@@ -47,11 +51,11 @@ def encode_next_version(session: Session, now: datetime) -> tuple[str, Session]:
     if not isinstance(tenant_id, UUID):  # the header must hold the canonical form the scripts compare
         raise InvalidDataError(f"session {session.session_id}: tenant_id must be a UUID")
     try:
-        body = session.model_dump_json(exclude=_HEADER_FIELDS)
+        body = session.__pydantic_serializer__.to_json(session, exclude=_HEADER_FIELDS)
     except (PydanticSerializationError, AttributeError, TypeError, ValueError) as exc:
         raise InvalidDataError(f"session {session.session_id} cannot be serialised: {exc}") from exc
     head = f'{{"version":{version + 1},"tenant_id":"{tenant_id}","last_activity_at":"{now.isoformat()}",'
-    payload = head + body[1:]
+    payload = b"".join((head.encode(), memoryview(body)[1:]))
     return payload, require_aware_created_at(parse_session(payload))
 
 
@@ -85,9 +89,10 @@ local function save_tiers(hot, persist, expected, tenant, payload, hot_ms, creat
   return 1, expected + 1
 end
 
--- KEYS[first .. #KEYS]: the sorted-set indexes (``ranked`` of them), then the step set if any,
--- then the tenant's index registry (last). ZADD GT keeps the newest score when the index updates
--- of two saves arrive out of order.
+-- KEYS[first .. #KEYS]: the sorted-set indexes (``ranked`` of them, at least the agent and
+-- channel ones), then the step set if any, then the tenant's index registry (last). ZADD GT keeps
+-- the newest score when the index updates of two saves arrive out of order. The registry gets
+-- all index keys in one SADD.
 local function index_session(first, member, score, ttl, ranked)
   local registry = KEYS[#KEYS]
   for i = first, #KEYS - 1 do
@@ -97,8 +102,8 @@ local function index_session(first, member, score, ttl, ranked)
       redis.call('SADD', KEYS[i], member)
     end
     redis.call('PEXPIRE', KEYS[i], ttl)
-    redis.call('SADD', registry, KEYS[i])
   end
+  redis.call('SADD', registry, unpack(KEYS, first, #KEYS - 1))
   redis.call('PEXPIRE', registry, ttl)
 end
 """
@@ -197,17 +202,21 @@ class LuaScript:
     Works the same on ``redis.asyncio.Redis`` and ``RedisCluster`` (which routes by the keys, so
     all keys of one call must share a slot). redis-py's ``register_script`` is not used because on
     a cluster its ``SCRIPT LOAD`` may reach a different node than the one owning the keys.
+
+    Called as ``script(client, numkeys, *keys, *args)``, the arguments passed through unchanged
+    (no list to build per call); the SHA is kept as bytes, which redis-py sends without encoding.
     """
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self._sha_bytes = self.sha.encode()
 
-    async def __call__(self, client: Any, keys: list[str], args: list[str | int]) -> Any:
+    async def __call__(self, client: Any, numkeys: int, *keys_and_args: str | bytes | int) -> Any:
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await client.evalsha(self._sha_bytes, numkeys, *keys_and_args)
         except redis_exceptions.NoScriptError:
-            return await client.eval(self.source, len(keys), *keys, *args)
+            return await client.eval(self.source, numkeys, *keys_and_args)
 
 
 SAVE_SESSION = LuaScript(_SAVE_SESSION_LUA)
