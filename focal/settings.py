@@ -78,6 +78,20 @@ class LLMSettings(_Section):
     deadline_seconds: float = Field(default=120.0, gt=0)
 
 
+class TurnSettings(_Section):
+    """Thresholds of the turn pipeline. The defaults suit the lexical hashing embedder; a semantic
+    embedder scores related texts higher, so deployments using one usually raise the scores."""
+
+    rule_min_score: float = Field(default=0.15, ge=-1.0, le=1.0)
+    max_rules: int = Field(default=5, ge=0, le=1000)
+    rule_candidates: int = Field(default=20, ge=0, le=1000)
+    scenario_entry_min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
+    transition_min_score: float = Field(default=0.15, ge=-1.0, le=1.0)
+    memory_results: int = Field(default=3, ge=0, le=1000)
+    memory_min_score: float = Field(default=0.1, ge=-1.0, le=1.0)
+    history_turns: int = Field(default=6, ge=0, le=1000)
+
+
 class AuthSettings(_Section):
     jwt_secret: SecretStr | None = None
     token_ttl_seconds: int = Field(default=86400, ge=60)
@@ -111,6 +125,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     llm: LLMSettings = LLMSettings()
+    turn: TurnSettings = TurnSettings()
     auth: AuthSettings = AuthSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()

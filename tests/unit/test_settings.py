@@ -228,3 +228,19 @@ def test_short_and_nested_url_variables_must_agree(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("FOCAL_DATABASE__URL", "postgresql://u@two/focal")
     with pytest.raises(ValidationError, match="disagree"):
         Settings.load()
+
+
+def test_turn_thresholds_build_the_pipeline_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from focal.alignment.turn import TurnConfig
+
+    monkeypatch.setenv("FOCAL_TURN__RULE_MIN_SCORE", "0.45")
+    settings = Settings.load()
+    config = TurnConfig(**settings.turn.model_dump())
+    assert config.rule_min_score == 0.45
+    assert config == TurnConfig(rule_min_score=0.45)  # every other threshold keeps its default
+
+
+def test_turn_threshold_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOCAL_TURN__RULE_MIN_SCORE", "1.5")
+    with pytest.raises(ValidationError, match="rule_min_score"):
+        Settings.load()

@@ -40,8 +40,10 @@ async def chat(
     agent_id: UUID, body: ChatRequest, tenant_id: TenantDep, services: ServicesDep, request: Request
 ) -> ChatResponse:
     """Run one turn: match rules, move through scenarios, recall memory, answer, remember."""
-    # An app may carry its own thresholds (e.g. tuned for a semantic embedder) in app.state.turn_config.
+    # Thresholds come from settings (FOCAL_TURN__*); an app may override them in app.state.turn_config.
     config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
+    if config is None:
+        config = TurnConfig(**services.settings.turn.model_dump())
     engine = TurnEngine.from_services(services, config)
     result = await engine.run(
         TurnRequest(
