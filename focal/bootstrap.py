@@ -21,8 +21,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
+
+import redis.asyncio
 
 from focal.errors import ConfigurationError, FocalError, StoreConnectionError
 from focal.logging import get_logger
@@ -47,9 +49,7 @@ DATABASE_URL_VARIABLE = "FOCAL_DATABASE_URL"
 REDIS_URL_VARIABLE = "FOCAL_REDIS_URL"
 READINESS_TIMEOUT_SECONDS = 3.0
 
-# ``redis.asyncio.Redis``. Typed as Any: the installed ``types-redis`` stubs (4.6) shadow
-# redis-py 8's own annotations (they lack ``aclose``, for one).
-RedisClient = Any
+RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 
 
 @dataclass

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TypeAlias, cast
 from uuid import UUID
 
+import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
 
 from focal.alignment.models import ScopeFilter
@@ -62,9 +63,7 @@ from focal.validation import check_limit
 
 _log = get_logger("focal.conversation.stores.redis")
 
-# ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``. Typed as Any: the installed
-# ``types-redis`` stubs (4.6) shadow redis-py 8's own annotations and lack most cluster methods.
-RedisClient = Any
+RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 
 _CHUNK = 500  # sessions per pipeline when reading or checking many
 
@@ -270,7 +269,11 @@ class RedisSessionStore(SessionStore):
         start, page = 0, limit
         with translate_redis_errors(operation, tenant_id=tenant_id):
             while True:
-                entries = await self._client.zrevrange(key, start, start + page, withscores=True)
+                # withscores=True: (member, score) pairs; redis-py's return type covers every variant.
+                entries = cast(
+                    list[tuple[bytes | str, float]],
+                    await self._client.zrevrange(key, start, start + page, withscores=True),
+                )
                 batch, peek = entries[:page], entries[page:]
                 await consider(batch)
                 if not peek:
@@ -278,9 +281,8 @@ class RedisSessionStore(SessionStore):
                 if len(found) >= limit:
                     boundary = batch[-1][1]
                     if peek[0][1] == boundary:
-                        await consider(
-                            await self._client.zrangebyscore(key, boundary, boundary, withscores=True)
-                        )
+                        tied = await self._client.zrangebyscore(key, boundary, boundary, withscores=True)
+                        await consider(cast(list[tuple[bytes | str, float]], tied))
                     break
                 start += page
                 page = min(page * 2, _CHUNK)
