@@ -3,7 +3,9 @@
 ``create_pool`` registers a binary codec for pgvector's ``vector`` and ``halfvec`` types on every
 connection, so embeddings go in as ``list[float]`` (or anything iterable of numbers, e.g. a numpy
 array or ``pgvector.Vector``) and come out as ``list[float]``: stores never see
-``pgvector.Vector`` objects. The ``vector`` type is created by the first migration; a pool on a
+``pgvector.Vector`` objects. This codec (a few lines of ``struct``) is used instead of the
+``pgvector`` package's ``register_vector``, which decodes to numpy arrays: the models hold
+``list[float]``, and numpy would become a runtime dependency for that conversion alone. The ``vector`` type is created by the first migration; a pool on a
 database without it fails at once with ``SchemaVersionError`` ("run `focal db upgrade`").
 
 Whoever creates the pool closes it (``await pool.close()``); stores never do.
