@@ -5,8 +5,10 @@ connection, so embeddings go in as ``list[float]`` (or anything iterable of numb
 array or ``pgvector.Vector``) and come out as ``list[float]``: stores never see
 ``pgvector.Vector`` objects. This codec (a few lines of ``struct``) is used instead of the
 ``pgvector`` package's ``register_vector``, which decodes to numpy arrays: the models hold
-``list[float]``, and numpy would become a runtime dependency for that conversion alone. The ``vector`` type is created by the first migration; a pool on a
-database without it fails at once with ``SchemaVersionError`` ("run `focal db upgrade`").
+``list[float]``, and numpy would become a runtime dependency for that conversion alone.
+
+The ``vector`` type is created by the first migration; a pool on a database without it fails at
+once with ``SchemaVersionError`` ("run `focal db upgrade`").
 
 Whoever creates the pool closes it (``await pool.close()``); stores never do.
 """
