@@ -79,17 +79,28 @@ class LLMSettings(_Section):
 
 
 class TurnSettings(_Section):
-    """Thresholds of the turn pipeline. The defaults suit the lexical hashing embedder; a semantic
-    embedder scores related texts higher, so deployments using one usually raise the scores."""
+    """Thresholds and window sizes of the turn pipeline (``TurnConfig`` there is this model).
 
-    rule_min_score: float = Field(default=0.15, ge=-1.0, le=1.0)
-    max_rules: int = Field(default=5, ge=0, le=1000)
-    rule_candidates: int = Field(default=20, ge=0, le=1000)
+    The defaults suit the lexical hashing embedder; a semantic embedder scores related texts
+    higher, so deployments using one usually raise the scores.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule_min_score: float = Field(default=0.15, ge=-1.0, le=1.0)  # a rule must score this to match
+    max_rules: int = Field(default=5, ge=0, le=1000)  # top k matched rules kept per turn
+    rule_candidates: int = Field(default=20, ge=0, le=1000)  # fetched before the fires/cooldown filter
     scenario_entry_min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
     transition_min_score: float = Field(default=0.15, ge=-1.0, le=1.0)
-    memory_results: int = Field(default=3, ge=0, le=1000)
+    memory_results: int = Field(default=3, ge=0, le=1000)  # recalled episodes offered to the LLM
     memory_min_score: float = Field(default=0.1, ge=-1.0, le=1.0)
-    history_turns: int = Field(default=6, ge=0, le=1000)
+    history_turns: int = Field(default=6, ge=0, le=1000)  # last N turns sent to the LLM as history
+
+    @model_validator(mode="after")
+    def _candidates_cover_the_kept_rules(self) -> Self:
+        if self.rule_candidates < self.max_rules:
+            raise ValueError("rule_candidates must be >= max_rules")
+        return self
 
 
 class AuthSettings(_Section):

@@ -235,12 +235,18 @@ def test_turn_thresholds_build_the_pipeline_config(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("FOCAL_TURN__RULE_MIN_SCORE", "0.45")
     settings = Settings.load()
-    config = TurnConfig(**settings.turn.model_dump())
-    assert config.rule_min_score == 0.45
-    assert config == TurnConfig(rule_min_score=0.45)  # every other threshold keeps its default
+    assert isinstance(settings.turn, TurnConfig)  # the pipeline takes the settings section as is
+    assert settings.turn.rule_min_score == 0.45
+    assert settings.turn == TurnConfig(rule_min_score=0.45)  # every other threshold keeps its default
 
 
 def test_turn_threshold_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FOCAL_TURN__RULE_MIN_SCORE", "1.5")
     with pytest.raises(ValidationError, match="rule_min_score"):
+        Settings.load()
+
+
+def test_turn_thresholds_that_cannot_work_together_fail_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOCAL_TURN__MAX_RULES", "30")  # more kept rules than the 20 candidates fetched
+    with pytest.raises(ValidationError, match="rule_candidates must be >= max_rules"):
         Settings.load()

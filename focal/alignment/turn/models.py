@@ -4,7 +4,7 @@
 ``HashingEmbeddingProvider`` (a message sharing two or three words with a rule condition scores
 roughly 0.2-0.4; text sharing no word scores about 0). A semantic embedder (OpenAI) scores related
 texts higher and unrelated ones around 0.1-0.3, so deployments using one should raise the
-thresholds; they are plain fields so ``create_app``/``bootstrap`` or a test can pass their own.
+thresholds (``FOCAL_TURN__*``); a test or an app can also pass its own ``TurnConfig``.
 """
 
 from __future__ import annotations
@@ -20,39 +20,13 @@ from pydantic import BaseModel, ConfigDict
 from focal.audit.models import MatchedRule, TokenCounts
 from focal.conversation.models import Channel
 from focal.errors import InvalidDataError
+from focal.settings import TurnSettings
 
 MAX_MESSAGE_CHARS = 16_000
 
 
-@dataclass(frozen=True)
-class TurnConfig:
-    """Thresholds and window sizes of the turn pipeline."""
-
-    rule_min_score: float = 0.15  # a rule must score at least this to match
-    max_rules: int = 5  # top k matched rules kept per turn
-    rule_candidates: int = 20  # rules fetched before the fires/cooldown filter
-    scenario_entry_min_score: float = 0.2  # entering a scenario needs this entry-condition score
-    transition_min_score: float = 0.15  # following a step transition needs this score
-    memory_results: int = 3  # recalled episodes offered to the LLM
-    memory_min_score: float = 0.1
-    history_turns: int = 6  # last N turns of this session sent to the LLM as history
-
-    def __post_init__(self) -> None:
-        for name in (
-            "rule_min_score",
-            "scenario_entry_min_score",
-            "transition_min_score",
-            "memory_min_score",
-        ):
-            value = getattr(self, name)
-            if not -1.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be a cosine score in [-1, 1], got {value}")
-        for name in ("max_rules", "rule_candidates", "memory_results", "history_turns"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1000:
-                raise ValueError(f"{name} must be between 0 and 1000, got {value}")
-        if self.rule_candidates < self.max_rules:
-            raise ValueError("rule_candidates must be >= max_rules")
+# The thresholds are a settings section (``FOCAL_TURN__*``); the pipeline takes the same model.
+TurnConfig = TurnSettings
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ async def chat(
     # Thresholds come from settings (FOCAL_TURN__*); an app may override them in app.state.turn_config.
     config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
     if config is None:
-        config = TurnConfig(**services.settings.turn.model_dump())
+        config = services.settings.turn
     engine = TurnEngine.from_services(services, config)
     result = await engine.run(
         TurnRequest(
