@@ -28,7 +28,13 @@ import redis.asyncio
 
 from focal.errors import ConfigurationError, FocalError, StoreConnectionError
 from focal.logging import get_logger
-from focal.settings import RedisSettings, Settings, StorageBackend
+from focal.settings import (
+    DATABASE_URL_VARIABLE,
+    REDIS_URL_VARIABLE,
+    RedisSettings,
+    Settings,
+    StorageBackend,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -45,8 +51,6 @@ __all__ = ["FocalServices", "ReadinessChecks", "build_services", "open_services"
 
 _log = get_logger("focal.bootstrap")
 
-DATABASE_URL_VARIABLE = "FOCAL_DATABASE_URL"
-REDIS_URL_VARIABLE = "FOCAL_REDIS_URL"
 READINESS_TIMEOUT_SECONDS = 3.0
 
 RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"

@@ -36,7 +36,12 @@ import typer
 from pydantic import SecretStr
 
 from focal.errors import ConfigurationError, FocalError
-from focal.settings import Settings, StorageBackend
+from focal.settings import (
+    DATABASE_URL_VARIABLE,
+    REDIS_URL_VARIABLE,
+    Settings,
+    StorageBackend,
+)
 
 if TYPE_CHECKING:
     from focal.db.embedded import EmbeddedPostgres, EmbeddedRedis
@@ -45,8 +50,6 @@ __all__ = ["register_commands"]
 
 JWT_SECRET_FILE = "jwt_secret"
 DEFAULT_TENANT_FILE = "default_tenant"
-DATABASE_URL_VARIABLE = "FOCAL_DATABASE_URL"
-REDIS_URL_VARIABLE = "FOCAL_REDIS_URL"
 DEMO_CHAT_BODY = (
     '{"channel": "WEB", "user_channel_id": "demo-user", "message": "Hello! Can I return my order?"}'
 )

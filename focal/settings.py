@@ -26,6 +26,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# The short names of the two server URLs, folded into ``database.url`` / ``redis.url``.
+DATABASE_URL_VARIABLE = "FOCAL_DATABASE_URL"
+REDIS_URL_VARIABLE = "FOCAL_REDIS_URL"
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -149,10 +153,10 @@ class Settings(BaseSettings):
     )
     # The short names the documentation uses; folded into ``database.url`` / ``redis.url``.
     database_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("FOCAL_DATABASE_URL", "database_url"), exclude=True
+        default=None, validation_alias=AliasChoices(DATABASE_URL_VARIABLE, "database_url"), exclude=True
     )
     redis_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("FOCAL_REDIS_URL", "redis_url"), exclude=True
+        default=None, validation_alias=AliasChoices(REDIS_URL_VARIABLE, "redis_url"), exclude=True
     )
 
     # Set by ``load`` before construction; read by ``settings_customise_sources``.
