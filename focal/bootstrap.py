@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-import redis.asyncio
-
 from focal.errors import ConfigurationError, FocalError, StoreConnectionError
 from focal.logging import get_logger
 from focal.settings import (
@@ -38,6 +36,7 @@ from focal.settings import (
 
 if TYPE_CHECKING:
     import asyncpg
+    import redis.asyncio
 
     from focal.alignment.stores.config_store import ConfigStore
     from focal.audit.stores.store import AuditStore
