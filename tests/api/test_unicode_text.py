@@ -133,18 +133,22 @@ async def test_surrogate_pairs_are_text(backend_api: ApiHarness) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        b'{"name": "a\xed\xa0\x80"}',  # a surrogate's UTF-8 bytes (json.loads decodes with surrogatepass)
-        '{"name": "a\ud800"}'.encode("utf-16-le", "surrogatepass"),  # JSON in UTF-16, raw surrogate
+        # a surrogate's UTF-8 bytes (json.loads decodes bytes with surrogatepass)
+        b'{"name": "v", "default_value": "a\xed\xa0\x80"}',
+        # JSON in UTF-16 holding a raw surrogate
+        '{"name": "v", "default_value": "a\ud800"}'.encode("utf-16-le", "surrogatepass"),
     ],
     ids=["raw-bytes", "utf-16"],
 )
 async def test_surrogates_in_any_encoding_are_refused(api: ApiHarness, body: bytes) -> None:
+    agent = (await api.client.post("/v1/agents", json={"name": "a"}, headers=api.headers)).json()
+    url = f"/v1/agents/{agent['id']}/variables"
     response = await api.client.post(
-        "/v1/agents", content=body, headers={**api.headers, "Content-Type": "application/json"}
+        url, content=body, headers={**api.headers, "Content-Type": "application/json"}
     )
     assert response.status_code == 422
-    assert response.json()["error"]["details"]["errors"][0]["field"] == "body.name"
-    assert (await api.services.config_store.get_agents(api.tenant_id))[1] == 0
+    assert response.json()["error"]["details"]["errors"][0]["field"] == "body.default_value"
+    assert (await api.client.get(url, headers=api.headers)).json()["items"] == []
 
 
 async def test_an_escaped_backslash_is_plain_text(api: ApiHarness) -> None:
