@@ -14,7 +14,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from focal.api.errors import install_error_handlers
-from focal.api.middleware import BodySizeLimitMiddleware, HttpMetrics, RequestContextMiddleware
+from focal.api.middleware import (
+    BodySizeLimitMiddleware,
+    HttpMetrics,
+    RequestContextMiddleware,
+    RequestTextMiddleware,
+)
+from focal.api.openapi import install_openapi
 from focal.api.routes import agents, behaviour, memory, ops, profiles, scenarios, sessions, tools
 from focal.api.routes.chat import router as chat_router
 from focal.bootstrap import FocalServices, build_services
@@ -57,6 +63,9 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
         version="0.1.0",
         description=API_DESCRIPTION,
         lifespan=lifespan,
+        # No 307 from "/v1/agents/" to "/v1/agents": Starlette builds its Location from the Host
+        # header (a client could make us redirect anywhere). A path is either a route or a 404.
+        redirect_slashes=False,
     )
     if services is not None:  # usable even by clients that do not run the lifespan
         app.state.services = services
@@ -65,9 +74,22 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
     app.state.metrics = metrics
 
     install_error_handlers(app)
-    # Added innermost first: the request context (ids, access log, metrics) wraps the size limit.
+    install_openapi(app)
+    # Added innermost first: the request context (ids, access log, metrics, the last-resort 500)
+    # wraps the size limit, which wraps the text check (so the body that one reads is bounded).
+    app.add_middleware(RequestTextMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    documentation = {
+        app.openapi_url,
+        app.docs_url,
+        app.docs_url and app.swagger_ui_oauth2_redirect_url,
+        app.redoc_url,
+    }
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        fixed_paths=frozenset(path for path in documentation if path),
+    )
 
     app.include_router(ops.router)
     app.include_router(agents.router)

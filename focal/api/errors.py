@@ -14,7 +14,10 @@ below translate the exception tree of ``focal.errors`` into HTTP:
     other ProviderError                                502 provider_error
     ConfigurationError, anything else                  500 internal_error (logged, no stack trace in the body)
 
-413 for oversized bodies is answered by ``BodySizeLimitMiddleware`` with the same envelope.
+The last line is not a handler here: ``RequestContextMiddleware`` catches what no handler took,
+so the 500 and its log line carry the request id and tenant. 413 for oversized bodies
+(``BodySizeLimitMiddleware``) and 422 for text that is not Unicode (``RequestTextMiddleware``) are
+answered by middleware with the same envelope.
 """
 
 from __future__ import annotations
@@ -42,7 +45,15 @@ from focal.errors import (
 )
 from focal.logging import get_logger
 
-__all__ = ["error_body", "error_response", "install_error_handlers", "validation_details"]
+__all__ = [
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "internal_error_body",
+    "log_unhandled_error",
+    "validation_details",
+    "validation_error_body",
+]
 
 _log = get_logger("focal.api.errors")
 
@@ -110,10 +121,15 @@ def _validation_message(details: list[dict[str, Any]]) -> str:
     ) + ("" if len(details) <= 5 else f"; and {len(details) - 5} more")
 
 
+def validation_error_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """The 422 envelope for pydantic-style errors (``{loc, msg, type}``)."""
+    details = validation_details(errors)
+    return error_body("validation_error", _validation_message(details), {"errors": details})
+
+
 async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError | ValidationError)
-    details = validation_details(exc.errors())
-    return error_response(422, "validation_error", _validation_message(details), {"errors": details})
+    return JSONResponse(validation_error_body(exc.errors()), status_code=422)
 
 
 async def _http_exception(request: Request, exc: Exception) -> JSONResponse:
@@ -173,10 +189,13 @@ async def _provider_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    # A bug: the stack trace goes to the log, never to the client.
+def log_unhandled_error(exc: BaseException) -> None:
+    """A bug: the stack trace goes to the log (with the bound request context), never to the client."""
     _log.error("unhandled error", error_type=type(exc).__name__, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+
+
+def internal_error_body() -> dict[str, Any]:
+    return error_body("internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -193,4 +212,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StoreConnectionError, _unavailable)
     app.add_exception_handler(SchemaVersionError, _schema_mismatch)
     app.add_exception_handler(ProviderError, _provider_error)
-    app.add_exception_handler(Exception, _internal_error)

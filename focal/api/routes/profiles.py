@@ -38,7 +38,11 @@ async def _profile(services: ServicesDep, tenant_id: UUID, profile_id: UUID) -> 
 
 
 # Declared before "/{profile_id}" so "by-channel" is not read as an id.
-@router.get("/by-channel", response_model=ProfileOut)
+@router.get(
+    "/by-channel",
+    response_model=ProfileOut,
+    responses={404: {"description": "No profile has this channel identity"}},
+)
 async def get_profile_by_channel(
     tenant_id: TenantDep,
     services: ServicesDep,

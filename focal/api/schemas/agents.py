@@ -7,13 +7,13 @@ from uuid import UUID
 
 from pydantic import Field
 
-from focal.api.schemas.common import RequestModel, ResponseModel
+from focal.api.schemas.common import Name, NotNull, RequestModel, ResponseModel
 
 __all__ = ["AgentCreate", "AgentOut", "AgentUpdate"]
 
 
 class AgentCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     description: str | None = None
     system_prompt: str | None = None
     default_model: str | None = Field(default=None, max_length=255)
@@ -25,13 +25,13 @@ class AgentCreate(RequestModel):
 class AgentUpdate(RequestModel):
     """PATCH: only the fields present change; ``null`` clears a nullable field."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: NotNull[Name] = None
     description: str | None = None
     system_prompt: str | None = None
     default_model: str | None = Field(default=None, max_length=255)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1, le=200_000)
-    enabled: bool | None = None
+    temperature: NotNull[float] = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: NotNull[int] = Field(default=None, ge=1, le=200_000)
+    enabled: NotNull[bool] = None
 
 
 class AgentOut(ResponseModel):

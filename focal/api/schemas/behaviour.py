@@ -13,7 +13,7 @@ from uuid import UUID
 from pydantic import Field
 
 from focal.alignment.models import VARIABLE_NAME_PATTERN, Scope, TemplateMode, VariableUpdatePolicy
-from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
+from focal.api.schemas.common import Name, NonBlankStr, NotNull, RequestModel, ResponseModel
 
 __all__ = [
     "RuleCreate",
@@ -30,12 +30,9 @@ __all__ = [
     "VariableUpdate",
 ]
 
-_NAME = Field(min_length=1, max_length=255)
-_TOOL_ID = Field(min_length=1, max_length=255)
-
 
 class RuleCreate(RequestModel):
-    name: str = _NAME
+    name: Name
     description: str | None = None
     condition_text: NonBlankStr = Field(min_length=1)
     action_text: NonBlankStr = Field(min_length=1)
@@ -51,19 +48,19 @@ class RuleCreate(RequestModel):
 
 
 class RuleUpdate(RequestModel):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: NotNull[Name] = None
     description: str | None = None
-    condition_text: NonBlankStr | None = Field(default=None, min_length=1)
-    action_text: NonBlankStr | None = Field(default=None, min_length=1)
-    scope: Scope | None = None
+    condition_text: NotNull[NonBlankStr] = Field(default=None, min_length=1)
+    action_text: NotNull[NonBlankStr] = Field(default=None, min_length=1)
+    scope: NotNull[Scope] = None
     scope_id: UUID | None = None
-    priority: int | None = Field(default=None, ge=-100, le=100)
-    enabled: bool | None = None
-    max_fires_per_session: int | None = Field(default=None, ge=0)
-    cooldown_turns: int | None = Field(default=None, ge=0)
-    is_hard_constraint: bool | None = None
-    attached_tool_ids: list[str] | None = None
-    attached_template_ids: list[UUID] | None = None
+    priority: NotNull[int] = Field(default=None, ge=-100, le=100)
+    enabled: NotNull[bool] = None
+    max_fires_per_session: NotNull[int] = Field(default=None, ge=0)
+    cooldown_turns: NotNull[int] = Field(default=None, ge=0)
+    is_hard_constraint: NotNull[bool] = None
+    attached_tool_ids: NotNull[list[str]] = None
+    attached_template_ids: NotNull[list[UUID]] = None
 
 
 class RuleOut(ResponseModel):
@@ -88,7 +85,7 @@ class RuleOut(ResponseModel):
 
 
 class TemplateCreate(RequestModel):
-    name: str = _NAME
+    name: Name
     text: NonBlankStr = Field(min_length=1, description="may contain {variable} placeholders")
     mode: TemplateMode = TemplateMode.SUGGEST
     scope: Scope = Scope.GLOBAL
@@ -96,10 +93,10 @@ class TemplateCreate(RequestModel):
 
 
 class TemplateUpdate(RequestModel):
-    name: str | None = Field(default=None, min_length=1, max_length=255)
-    text: NonBlankStr | None = Field(default=None, min_length=1)
-    mode: TemplateMode | None = None
-    scope: Scope | None = None
+    name: NotNull[Name] = None
+    text: NotNull[NonBlankStr] = Field(default=None, min_length=1)
+    mode: NotNull[TemplateMode] = None
+    scope: NotNull[Scope] = None
     scope_id: UUID | None = None
 
 
@@ -124,12 +121,12 @@ class VariableCreate(RequestModel):
 
 
 class VariableUpdate(RequestModel):
-    name: str | None = Field(
+    name: NotNull[str] = Field(
         default=None, min_length=1, max_length=255, pattern=VARIABLE_NAME_PATTERN.pattern
     )
     description: str | None = None
     default_value: Any = None
-    update_policy: VariableUpdatePolicy | None = None
+    update_policy: NotNull[VariableUpdatePolicy] = None
     resolver_tool_id: str | None = None
 
 
@@ -146,14 +143,14 @@ class VariableOut(ResponseModel):
 
 
 class ToolActivationCreate(RequestModel):
-    tool_id: str = _TOOL_ID
+    tool_id: Name
     enabled: bool = True
     policy_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 class ToolActivationUpdate(RequestModel):
-    enabled: bool | None = None
-    policy_overrides: dict[str, Any] | None = None
+    enabled: NotNull[bool] = None
+    policy_overrides: NotNull[dict[str, Any]] = None
 
 
 class ToolActivationOut(ResponseModel):

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 from pydantic import Field
 
-from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
+from focal.api.schemas.common import Name, NonBlankStr, NotNull, RequestModel, ResponseModel
 
 __all__ = [
     "ScenarioCreate",
@@ -32,7 +32,7 @@ class StepTransitionIn(RequestModel):
 
 class ScenarioStepIn(RequestModel):
     id: UUID = Field(default_factory=uuid4)
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     description: str | None = None
     transitions: list[StepTransitionIn] = Field(default_factory=list)
     rule_ids: list[UUID] = Field(default_factory=list)
@@ -42,7 +42,7 @@ class ScenarioStepIn(RequestModel):
 
 
 class ScenarioCreate(RequestModel):
-    name: str = Field(min_length=1, max_length=255)
+    name: Name
     description: str | None = None
     entry_step_id: UUID
     entry_condition_text: NonBlankStr | None = Field(default=None, min_length=1)
@@ -55,13 +55,13 @@ class ScenarioUpdate(RequestModel):
     """PATCH. Changing ``steps``, ``entry_step_id`` or ``entry_condition_text`` makes a new
     scenario version; the previous one is archived so sessions on it can still be resolved."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=255)
+    name: NotNull[Name] = None
     description: str | None = None
-    entry_step_id: UUID | None = None
+    entry_step_id: NotNull[UUID] = None
     entry_condition_text: NonBlankStr | None = Field(default=None, min_length=1)
-    steps: list[ScenarioStepIn] | None = Field(default=None, min_length=1)
-    tags: list[str] | None = None
-    enabled: bool | None = None
+    steps: NotNull[list[ScenarioStepIn]] = Field(default=None, min_length=1)
+    tags: NotNull[list[str]] = None
+    enabled: NotNull[bool] = None
 
 
 class StepTransitionOut(ResponseModel):
