@@ -141,10 +141,7 @@ class EmbeddedPostgres(ChildServer):
     ``data_dir`` and the binaries get the o+x bit so that user can reach them (nothing becomes
     readable or listable). A cluster that is already running on ``data_dir`` makes ``start()``
     fail with PostgreSQL's lock-file message; ``find_running(data_dir)`` returns its DSN instead.
-
-    Logins need the superuser's password, generated with the cluster and kept in
-    ``password_path`` (0600); the DSNs carry it. A cluster made by an older Focal (which trusted
-    loopback) gets a password and password-only ``pg_hba.conf`` at its next start.
+    Logins need the superuser's password (``password_path``, 0600); the DSNs carry it.
     """
 
     name = "postgres"
@@ -226,13 +223,8 @@ class EmbeddedPostgres(ChildServer):
         if (self.data_dir / "PG_VERSION").exists():
             self._password = read_password(self.password_path)
             if self._password is None:  # made by an older Focal (trust), or interrupted before the file
-                self._password = secure_existing_cluster(
-                    self.bin_dir / "postgres",
-                    self.data_dir,
-                    self.user,
-                    owner=owner,
-                    identity=self._identity(),
-                )
+                postgres, identity = self.bin_dir / "postgres", self._identity()
+                self._password = secure_existing_cluster(postgres, self.data_dir, self.user, owner, identity)
             self.password_path.chmod(0o600)  # in case it was loosened
             return
         if any(self.data_dir.iterdir()):

@@ -100,7 +100,7 @@ def password_file_for(password: str, directory: Path, *, owner: Owner = None) ->
 
 
 def secure_existing_cluster(
-    postgres_binary: Path, data_dir: Path, user: str, *, owner: Owner, identity: dict[str, Any]
+    postgres_binary: Path, data_dir: Path, user: str, owner: Owner, identity: dict[str, Any]
 ) -> str:
     """Give ``user`` a new password and require it (see the module docstring); returns the password.
 

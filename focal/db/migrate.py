@@ -3,7 +3,12 @@
 ``upgrade`` / ``downgrade`` run Alembic in a worker thread (its ``env.py`` drives SQLAlchemy's
 async engine with its own event loop), so they are safe to await from an application loop.
 ``schema_status`` / ``ensure_schema_at_head`` back the readiness check and the start-up refusal
-of ``focal serve`` when the database is behind or ahead of the code.
+of ``focal serve`` when the database is behind or ahead of the code; ``check_embedding_dimensions``
+does the same for the size of the embedding columns (read from the catalog, all of them).
+
+Guards (both in the migration run itself, so the plain Alembic CLI gets them too): ``upgrade``
+refuses another embedding dimension than the schema's columns have, and ``downgrade`` below the
+audit revision refuses while the audit tables hold rows unless ``force=True``.
 """
 
 from __future__ import annotations

@@ -153,6 +153,16 @@ def test_embedded_serve_persists_and_leaves_no_orphans(data_dir: Path, tmp_path:
         assert (data_dir / private).stat().st_mode & 0o777 == 0o600, private
     assert (data_dir / "postgres" / "PG_VERSION").exists()
 
+    # Another embedding dimension than the schema's: refused, naming both, and nothing left running.
+    mismatched = subprocess.run(
+        [sys.executable, "-m", "focal.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        capture_output=True, text=True, env={**_environment(), "FOCAL_EMBEDDING__DIMENSIONS": "4"},
+        timeout=START_DEADLINE_SECONDS, check=False,
+    )  # fmt: skip
+    assert mismatched.returncode == 1, mismatched.stdout + mismatched.stderr
+    assert "embedding dimension 4" in mismatched.stderr and "vector(8)" in mismatched.stderr
+    assert _processes_in(data_dir) == []
+
     # Restart as `focal demo`: the same data, plus the sample agent and a curl line to chat with it.
     second = ServeProcess(data_dir, tmp_path / "second.log", command="demo")
     try:

@@ -20,13 +20,13 @@ from typer.testing import CliRunner
 from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.postgres import PostgresAuditStore
 from focal.db.cli import db_app
-from focal.db.migrate import current, downgrade, head_revision
+from focal.db.migrate import current, downgrade, head_revision, upgrade
 from focal.db.pool import create_pool
 from focal.db.roles import grant_service_role
 from focal.errors import ConfigurationError, SchemaVersionError
-from tests.integration.stores.service_role import ServiceRole, admin_execute, owner_dsn, service_role
+from tests.integration.stores.service_role import ServiceRole, admin_execute, dsn_as, owner_dsn, service_role
 from tests.integration.stores.test_migrations import SCHEMA_FINGERPRINT, fetch_column
-from tests.support import DatabaseFactory
+from tests.support import TEST_EMBEDDING_DIMENSIONS, DatabaseFactory
 
 pytestmark = pytest.mark.postgres
 
@@ -162,3 +162,53 @@ async def test_grant_refuses_roles_that_could_lift_the_restriction(
     ]  # fmt: skip
     assert await grant_service_role(owner_dsn, service_role.name) == granted  # idempotent
     assert await _privileges(owner_dsn, service_role.name) == privileges
+
+
+async def test_the_documented_production_setup_works_without_a_superuser_at_run_time(
+    database_factory: DatabaseFactory,
+) -> None:
+    """docs/notes/dbops.md: a superuser creates the roles, the database and the extension once;
+    the owner (no superuser) migrates and grants; the service appends but cannot rewrite."""
+    admin_dsn = await database_factory(migrate=False)
+    database = urlsplit(admin_dsn).path.lstrip("/")
+    owner, service = f"focal_owner_{uuid4().hex[:8]}", f"focal_service_{uuid4().hex[:8]}"
+    owner_password, service_password = uuid4().hex, uuid4().hex
+    await admin_execute(
+        admin_dsn,
+        f"CREATE ROLE {owner} LOGIN PASSWORD '{owner_password}'",
+        f"CREATE ROLE {service} LOGIN PASSWORD '{service_password}'",
+        f'ALTER DATABASE "{database}" OWNER TO {owner}',
+        "CREATE EXTENSION IF NOT EXISTS vector",
+    )
+    as_owner, as_service = (
+        dsn_as(admin_dsn, owner, owner_password),
+        dsn_as(admin_dsn, service, service_password),
+    )
+    try:
+        await upgrade(as_owner, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+        assert await current(as_owner) == head_revision()
+        runner = CliRunner()
+        granted = await asyncio.to_thread(
+            runner.invoke, db_app, ["grant", "--role", service, "--database-url", as_owner]
+        )
+        assert granted.exit_code == 0, granted.output
+        await write_audit_rows(as_service)
+        connection = await asyncpg.connect(as_service)
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="must be owner"):
+                await connection.execute("ALTER TABLE audit_events DISABLE TRIGGER ALL")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                await connection.execute("DELETE FROM turn_records")
+        finally:
+            await connection.close()
+        assert len(await fetch_column(as_owner, AUDIT_ROWS)) == 2
+    finally:
+        await admin_execute(
+            admin_dsn,
+            f'ALTER DATABASE "{database}" OWNER TO {urlsplit(admin_dsn).username}',
+            f"REASSIGN OWNED BY {owner} TO {urlsplit(admin_dsn).username}",
+            f"DROP OWNED BY {service}",
+            f"DROP OWNED BY {owner}",
+            f"DROP ROLE {service}",
+            f"DROP ROLE {owner}",
+        )
