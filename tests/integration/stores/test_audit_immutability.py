@@ -163,6 +163,10 @@ async def test_grant_refuses_roles_that_could_lift_the_restriction(
     assert await grant_service_role(owner_dsn, service_role.name) == granted  # idempotent
     assert await _privileges(owner_dsn, service_role.name) == privileges
 
+    await downgrade(owner_dsn, "0004")  # tables missing: a grant now would not cover the head's
+    with pytest.raises(SchemaVersionError, match="focal db upgrade"):
+        await grant_service_role(owner_dsn, service_role.name)
+
 
 async def test_the_documented_production_setup_works_without_a_superuser_at_run_time(
     database_factory: DatabaseFactory,
