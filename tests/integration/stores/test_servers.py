@@ -163,8 +163,19 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
+async def _fetch_one(dsn: str, sql: str) -> object:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_embedded_postgres_requires_its_generated_password(postgres_data_dir: Path) -> None:
+    """Password-only logins with a generated password kept 0600 beside the cluster; a cluster of an
+    older Focal (trust, no password file: or a start interrupted before the file) is secured."""
     server = EmbeddedPostgres(postgres_data_dir, fsync=False)
     with server:
         password = server.password
@@ -177,37 +188,20 @@ def test_embedded_postgres_requires_its_generated_password(postgres_data_dir: Pa
         assert "password authentication failed" in asyncio.run(_connect_fails(without))
         assert "password authentication failed" in asyncio.run(_connect_fails(wrong))
         assert asyncio.run(_fetch_one(server.admin_dsn, "SELECT current_user")) == "postgres"
+        asyncio.run(_fetch_one(server.dsn, "CREATE TABLE kept AS SELECT 'survives'::text AS value"))
         hba = (postgres_data_dir / "pg_hba.conf").read_text()
         assert "trust" not in [line.split()[-1] for line in hba.splitlines() if line and line[0] != "#"]
     with server:  # restarts with the same password
         assert server.password == password
-        assert asyncio.run(_fetch_one(server.admin_dsn, "SELECT 1")) == 1
+        assert asyncio.run(_fetch_one(server.dsn, "SELECT value FROM kept")) == "survives"
 
-
-async def _fetch_one(dsn: str, sql: str) -> object:
-    connection = await asyncpg.connect(dsn)
-    try:
-        return await connection.fetchval(sql)
-    finally:
-        await connection.close()
-
-
-@pytest.mark.postgres
-def test_a_passwordless_cluster_of_an_older_focal_is_secured_at_start(postgres_data_dir: Path) -> None:
-    """A cluster made with trust authentication and no password file (or a start interrupted
-    before the file was written) gets a new password and a password-only pg_hba.conf."""
-    server = EmbeddedPostgres(postgres_data_dir, fsync=False)
-    with server:
-        asyncio.run(_fetch_one(server.dsn, "CREATE TABLE kept AS SELECT 'survives'::text AS value"))
-        old_password = server.password
     # Make it look like an older Focal's cluster: trust on loopback, no password file, a 0644 log.
     (postgres_data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
     server.password_path.unlink()
     server.log_path.chmod(0o644)
-
     again = EmbeddedPostgres(postgres_data_dir, fsync=False)
     with again:
-        assert again.password != old_password
+        assert again.password != password
         assert _mode(again.password_path) == 0o600 and _mode(again.log_path) == 0o600
         assert asyncio.run(_fetch_one(again.dsn, "SELECT value FROM kept")) == "survives"
         without = again.dsn.replace(f":{again.password}@", "@")
