@@ -8,7 +8,9 @@ The backend is chosen explicitly by ``settings.storage``:
 
 - ``memory``: the in-memory reference stores; nothing persists.
 - ``external``: PostgreSQL at ``database.url`` and Redis at ``redis.url``, both required. The
-  schema must be at the code's head revision (``SchemaVersionError`` naming the fix otherwise).
+  schema must be at the code's head revision (``SchemaVersionError`` naming the fix otherwise),
+  and its embedding columns must have ``embedding.dimensions`` (``ConfigurationError`` naming both
+  sizes otherwise: every write and search would fail).
 - ``embedded``: the servers are child processes started by ``focal serve``, which then calls
   ``build_services`` as ``external`` with their URLs. Building ``embedded`` directly is an error.
 
@@ -59,11 +61,14 @@ RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 class ReadinessChecks:
     """What ``GET /ready`` probes: the database pool (and its schema) and the Redis client.
 
-    Both are ``None`` for the in-memory backend, which is always ready.
+    Both are ``None`` for the in-memory backend, which is always ready. The schema check covers
+    the revision and, when ``embedding_dimensions`` is set, the size of every embedding column
+    (the schema can change under a running process, e.g. by a downgrade and upgrade).
     """
 
     pool: asyncpg.Pool | None = None
     redis: RedisClient | None = None
+    embedding_dimensions: int | None = None
     timeout_seconds: float = READINESS_TIMEOUT_SECONDS
 
     async def run(self) -> dict[str, str]:
@@ -98,10 +103,12 @@ class ReadinessChecks:
         await check_pool(self.pool, timeout_seconds=self.timeout_seconds)
 
     async def _check_schema(self) -> None:
-        from focal.db.migrate import ensure_schema_at_head
+        from focal.db.migrate import check_embedding_dimensions, ensure_schema_at_head
 
         assert self.pool is not None
         await ensure_schema_at_head(self.pool)
+        if self.embedding_dimensions is not None:
+            await check_embedding_dimensions(self.pool, self.embedding_dimensions)
 
     async def _check_redis(self) -> None:
         assert self.redis is not None
@@ -225,7 +232,7 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
     from focal.alignment.stores.postgres import PostgresConfigStore
     from focal.audit.stores.postgres import PostgresAuditStore
     from focal.conversation.stores.redis import RedisSessionStore
-    from focal.db.migrate import ensure_schema_at_head
+    from focal.db.migrate import check_embedding_dimensions, ensure_schema_at_head
     from focal.db.pool import create_pool_from_settings
     from focal.memory.stores.postgres import PostgresMemoryStore
     from focal.profile.stores.postgres import PostgresProfileStore
@@ -250,10 +257,11 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
     pool = await create_pool_from_settings(settings.database, dsn=database_url)
     stack.push_async_callback(pool.close)
     await ensure_schema_at_head(pool)
+    dimensions = settings.embedding.dimensions
+    await check_embedding_dimensions(pool, dimensions)
     client = await create_redis_client(redis_url, settings.redis)
     stack.push_async_callback(close_redis_client, client)
 
-    dimensions = settings.embedding.dimensions
     return FocalServices(
         settings=settings,
         config_store=PostgresConfigStore(pool, embedding_dimensions=dimensions),
@@ -269,7 +277,7 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
         profile_store=PostgresProfileStore(pool),
         llm_provider=llm,
         embedding_provider=embedding,
-        checks=ReadinessChecks(pool=pool, redis=client),
+        checks=ReadinessChecks(pool=pool, redis=client, embedding_dimensions=dimensions),
     )
 
 

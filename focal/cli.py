@@ -18,10 +18,21 @@ register_commands(app)  # serve, demo, token
 @app.callback()
 def main() -> None:
     """Set up logging (to stderr, so command output on stdout stays clean) from settings."""
+    from pydantic import ValidationError
+
+    from focal.errors import FocalError
     from focal.logging import configure_logging
     from focal.settings import Settings
 
-    settings = Settings.load()
+    try:
+        settings = Settings.load()
+    except ValidationError as exc:  # an invalid setting: one line per problem, not a traceback
+        problems = [f"  {'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+        typer.echo("error: invalid configuration:\n" + "\n".join(problems), err=True)
+        raise typer.Exit(code=1) from exc
+    except FocalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
     configure_logging(settings.logging.level, json_output=settings.logging.json_output)
 
 

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,9 +107,30 @@ class TurnSettings(_Section):
         return self
 
 
+# HS256 signs with HMAC-SHA256: a key shorter than its 32-byte output weakens every token
+# (RFC 7518 section 3.2 requires at least 256 bits), and short secrets are the guessable ones.
+JWT_SECRET_MIN_BYTES = 32
+
+
 class AuthSettings(_Section):
+    # Empty (e.g. an unset compose variable) means "not configured": `focal serve` then generates
+    # one for the embedded default, and refuses to start with external servers.
     jwt_secret: SecretStr | None = None
     token_ttl_seconds: int = Field(default=86400, ge=60)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or not secret.get_secret_value().strip():
+            return secret
+        size = len(secret.get_secret_value().encode())
+        if size < JWT_SECRET_MIN_BYTES:
+            raise ValueError(
+                f"FOCAL_AUTH__JWT_SECRET is {size} bytes; it must be at least {JWT_SECRET_MIN_BYTES} "
+                "(HS256 key length). Generate one with: python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'"
+            )
+        return secret
 
 
 class ServerSettings(_Section):

@@ -5,13 +5,15 @@ how to prepare its data directory, which command to run, as which user, and how 
 server is ready; this class owns the process: it retries on another free port when the chosen one
 was taken meanwhile, polls readiness against a deadline (failing with the log tail of this
 launch), stops with the server's graceful signal, escalates to SIGKILL after a grace period,
-always reaps the child, and stops whatever still runs when the interpreter exits.
+always reaps the child, and stops whatever still runs when the interpreter exits. The child's
+output goes to its log file, which only Focal's user may read (mode 0600).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import os
 import signal
 import socket
 import subprocess
@@ -130,7 +132,10 @@ class ChildServer:
 
     def _launch_and_wait(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        # 0600: a server log can quote what clients sent. fchmod also tightens an older, looser log.
+        descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)
+        self._log_file = os.fdopen(descriptor, "ab")  # kept open for the child's lifetime
         self._log_offset = self._log_file.tell()
         self._process = subprocess.Popen(
             self._command(self.port),

@@ -1,4 +1,4 @@
-"""``focal db upgrade | downgrade REV | current | history``: schema management from the shell.
+"""``focal db upgrade | downgrade REV | current | history | grant``: schema management from the shell.
 
 The database is ``--database-url``, else ``FOCAL_DATABASE__URL`` (settings). Without either, the
 embedded server in ``--data-dir`` (default ``./.focal``) is used: when ``focal serve`` is already
@@ -102,14 +102,17 @@ def upgrade(
 def downgrade(
     revision: Annotated[str, typer.Argument(help="Target revision, or 'base' to remove everything")],
     database_url: DatabaseUrlOption = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Drop the audit tables even when they hold rows (the audit trail)")
+    ] = False,
     embedded: EmbeddedOption = True,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Downgrade the schema to REVISION."""
+    """Downgrade the schema to REVISION. Refuses to drop audit tables that hold rows unless --force."""
     from focal.db import migrate  # lazy: `focal --help` need not load Alembic
 
     with _database(database_url, embedded, data_dir) as dsn:
-        _run(lambda: migrate.downgrade(dsn, revision))
+        _run(lambda: migrate.downgrade(dsn, revision, force=force))
         typer.echo(f"schema at {_run(lambda: migrate.current(dsn)) or 'base'}")
 
 
@@ -119,12 +122,53 @@ def current(
     embedded: EmbeddedOption = True,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Print the database's revision and how it compares with the code."""
+    """Print the database's revision, how it compares with the code, and its embedding dimension.
+
+    Exits 1 when the embedding columns have mixed dimensions (no configuration can use them).
+    """
     from focal.db import migrate  # lazy: `focal --help` need not load Alembic
 
     with _database(database_url, embedded, data_dir) as dsn:
         status = _run(lambda: migrate.schema_status(dsn))
+        columns = _run(lambda: migrate.embedding_columns(dsn))
     typer.echo(f"{status.current or 'base'} ({status.state.value}; code head {status.head})")
+    sizes = sorted(set(columns.values()))
+    if not sizes:
+        typer.echo("embedding dimensions: no embedding columns yet")
+    elif len(sizes) == 1:
+        typer.echo(f"embedding dimensions: {sizes[0]} ({len(columns)} columns)")
+    else:
+        listed = ", ".join(f"{name}={size}" for name, size in sorted(columns.items()))
+        typer.echo(f"embedding dimensions: MIXED {', '.join(map(str, sizes))} ({listed})")
+        typer.echo(
+            "error: the embedding columns have mixed dimensions: no FOCAL_EMBEDDING__DIMENSIONS can use "
+            "this schema; downgrade below the odd columns and upgrade again with the dimension of the "
+            "others, or migrate a fresh database",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+
+
+@db_app.command()
+def grant(
+    role: Annotated[str, typer.Option("--role", help="The (existing) role `focal serve` connects as")],
+    database_url: DatabaseUrlOption = None,
+    embedded: EmbeddedOption = True,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Grant ROLE what the service needs, and only SELECT/INSERT on the audit tables.
+
+    Run it as the owner of the tables (the role that runs `focal db upgrade`), after every upgrade.
+    ROLE must not own the tables nor be a superuser: those could disable the audit triggers.
+    """
+    from focal.db.roles import grant_service_role  # lazy: `focal --help` need not load asyncpg
+
+    with _database(database_url, embedded, data_dir) as dsn:
+        granted = _run(lambda: grant_service_role(dsn, role))
+    typer.echo(f"granted to {granted.role} in schema {granted.schema}:")
+    typer.echo(f"  SELECT, INSERT, UPDATE, DELETE: {', '.join(granted.read_write) or '-'}")
+    typer.echo(f"  SELECT, INSERT only (audit, append-only): {', '.join(granted.append_only) or '-'}")
+    typer.echo(f"  SELECT only: {', '.join(granted.read_only) or '-'}")
 
 
 @db_app.command()

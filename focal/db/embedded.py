@@ -21,8 +21,10 @@ Both servers listen on 127.0.0.1 only, on the given port or a free one (kept acr
 ``stop()``/``start()`` of the same object). Data persists across restarts in the same directory:
 ``initdb`` runs only when the directory has no cluster yet, and Redis uses ``appendonly yes``.
 
-Security note: the embedded PostgreSQL trusts connections from loopback (no password), like a
-developer database; for shared hosts or production use an external server (``FOCAL_DATABASE_URL``).
+Security: the embedded PostgreSQL accepts only password (SCRAM) logins; the password is
+generated when the cluster is created and kept in ``<data_dir>.password`` beside the cluster
+(mode 0600), and the server's log is mode 0600 too (``focal.db.embedded_auth``). It is still a
+single-user developer setup: for production use an external server (``FOCAL_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ from pathlib import Path
 from typing import Any
 
 from focal.db.child_process import LOOPBACK, ChildServer, EmbeddedServerError, free_port
+from focal.db.databases import check_identifier, create_database, drop_database, replace_database
+from focal.db.embedded_auth import (
+    new_password,
+    password_file_for,
+    password_path,
+    read_password,
+    secure_existing_cluster,
+    write_private,
+)
 from focal.errors import ConfigurationError
 
 __all__ = [
@@ -130,6 +141,7 @@ class EmbeddedPostgres(ChildServer):
     ``data_dir`` and the binaries get the o+x bit so that user can reach them (nothing becomes
     readable or listable). A cluster that is already running on ``data_dir`` makes ``start()``
     fail with PostgreSQL's lock-file message; ``find_running(data_dir)`` returns its DSN instead.
+    Logins need the superuser's password (``password_path``, 0600); the DSNs carry it.
     """
 
     name = "postgres"
@@ -153,6 +165,22 @@ class EmbeddedPostgres(ChildServer):
         self.max_connections = max_connections
         self.bin_dir = find_postgres_bin_dir()
         self._system_user = POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+        self._password: str | None = None
+
+    @property
+    def password_path(self) -> Path:
+        return password_path(self.data_dir)
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (known once the cluster exists)."""
+        if self._password is None:
+            self._password = read_password(self.password_path)
+        if self._password is None:
+            raise EmbeddedServerError(
+                f"no password for the embedded PostgreSQL yet: start it ({self.password_path})"
+            )
+        return self._password
 
     @property
     def log_path(self) -> Path:
@@ -160,7 +188,7 @@ class EmbeddedPostgres(ChildServer):
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def dsn_for(self, database: str) -> str:
-        return f"postgresql://{self.user}@{LOOPBACK}:{self.port}/{database}"
+        return f"postgresql://{self.user}:{self.password}@{LOOPBACK}:{self.port}/{database}"
 
     @property
     def dsn(self) -> str:
@@ -191,7 +219,13 @@ class EmbeddedPostgres(ChildServer):
             _allow_traverse(self.data_dir)
             _allow_traverse(self.bin_dir / "postgres")  # e.g. a venv under /root
             os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+        owner = (entry.pw_uid, entry.pw_gid) if entry is not None else None
         if (self.data_dir / "PG_VERSION").exists():
+            self._password = read_password(self.password_path)
+            if self._password is None:  # made by an older Focal (trust), or interrupted before the file
+                postgres, identity = self.bin_dir / "postgres", self._identity()
+                self._password = secure_existing_cluster(postgres, self.data_dir, self.user, owner, identity)
+            self.password_path.chmod(0o600)  # in case it was loosened
             return
         if any(self.data_dir.iterdir()):
             raise EmbeddedServerError(f"{self.data_dir} is neither empty nor a PostgreSQL data directory")
@@ -202,25 +236,31 @@ class EmbeddedPostgres(ChildServer):
         staging.mkdir(mode=0o700)
         if entry is not None:
             os.chown(staging, entry.pw_uid, entry.pw_gid)
-        command = [
-            str(self.bin_dir / "initdb"),
-            "-D",
-            str(staging),
-            "-U",
-            self.user,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--locale=C",
-            "--text-search-config=english",
-        ]
-        if not self.fsync:
-            command.append("--no-sync")
-        result = subprocess.run(command, capture_output=True, text=True, check=False, **self._identity())
+        password = new_password()
+        with password_file_for(password, self.data_dir.parent, owner=owner) as password_file:
+            command = [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(staging),
+                "-U",
+                self.user,
+                "--auth=scram-sha-256",  # local and host lines alike: no login without the password
+                f"--pwfile={password_file}",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--text-search-config=english",
+            ]
+            if not self.fsync:
+                command.append("--no-sync")
+            result = subprocess.run(command, capture_output=True, text=True, check=False, **self._identity())
         if result.returncode != 0:
             shutil.rmtree(staging, ignore_errors=True)
             raise EmbeddedServerError(f"initdb failed in {self.data_dir}:\n{result.stdout}\n{result.stderr}")
         self.data_dir.rmdir()
         staging.rename(self.data_dir)
+        # Written last: a cluster without the file is secured again (with a new password) next start.
+        write_private(self.password_path, password + "\n")
+        self._password = password
 
     def _command(self, port: int) -> list[str]:
         command = [
@@ -235,19 +275,27 @@ class EmbeddedPostgres(ChildServer):
             "unix_socket_directories=",  # TCP on loopback only; no socket files to clean up
             "-c",
             f"max_connections={self.max_connections}",
+            # The log (0600) records server events, not stored values: no failing statement's text,
+            # no DETAIL lines (a unique violation's DETAIL quotes the key's values).
+            "-c",
+            "log_min_error_statement=panic",
+            "-c",
+            "log_error_verbosity=terse",
         ]
         if not self.fsync:
             command += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         return command
 
     def _psql(self, database: str, sql: str) -> subprocess.CompletedProcess[str]:
+        # The password goes in the environment: a command line is readable by every local user.
         return subprocess.run(
             [str(self.bin_dir / "psql"), "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql,
-             self.dsn_for(database)],
+             f"postgresql://{self.user}@{LOOPBACK}:{self.port}/{database}"],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
+            env={**os.environ, "PGPASSWORD": self.password},
         )  # fmt: skip
 
     def _is_ready(self) -> bool:
@@ -262,7 +310,7 @@ class EmbeddedPostgres(ChildServer):
         name = self.database
         if name == "postgres":
             return
-        _check_identifier(name)
+        check_identifier(name)
         exists = self._psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
         if exists.returncode == 0 and exists.stdout.strip() == "1":
             return
@@ -284,7 +332,9 @@ class EmbeddedPostgres(ChildServer):
             return None
         if len(lines) < 8 or lines[7].strip() != "ready":
             return None
-        return f"postgresql://postgres@{LOOPBACK}:{port}/postgres"
+        password = read_password(password_path(Path(data_dir).absolute()))
+        credentials = f"postgres:{password}" if password else "postgres"  # none: an older Focal's server
+        return f"postgresql://{credentials}@{LOOPBACK}:{port}/postgres"
 
 
 class EmbeddedRedis(ChildServer):
@@ -349,47 +399,3 @@ class EmbeddedRedis(ChildServer):
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-
-def _check_identifier(name: str) -> None:
-    if not name or len(name) > 63 or not all(c.isalnum() or c == "_" for c in name):
-        raise ConfigurationError(f"invalid database name {name!r}: use letters, digits and _ (max 63)")
-
-
-async def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
-    """Create database ``name`` on the server of ``admin_dsn`` and return its DSN.
-
-    ``template`` clones an existing database (which must have no open connections).
-    """
-    import asyncpg  # local: keeps `focal serve --memory` free of the driver import cost
-
-    _check_identifier(name)
-    if template is not None:
-        _check_identifier(template)
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        suffix = f' TEMPLATE "{template}"' if template else ""
-        await connection.execute(f'CREATE DATABASE "{name}"{suffix}')
-    finally:
-        await connection.close()
-    return replace_database(admin_dsn, name)
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    """Drop database ``name`` if it exists, disconnecting its clients."""
-    import asyncpg
-
-    _check_identifier(name)
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
-def replace_database(dsn: str, database: str) -> str:
-    """``dsn`` with its database path replaced (query parameters kept)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path="/" + database))

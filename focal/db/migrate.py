@@ -3,7 +3,12 @@
 ``upgrade`` / ``downgrade`` run Alembic in a worker thread (its ``env.py`` drives SQLAlchemy's
 async engine with its own event loop), so they are safe to await from an application loop.
 ``schema_status`` / ``ensure_schema_at_head`` back the readiness check and the start-up refusal
-of ``focal serve`` when the database is behind or ahead of the code.
+of ``focal serve`` when the database is behind or ahead of the code; ``check_embedding_dimensions``
+does the same for the size of the embedding columns (read from the catalog, all of them).
+
+Guards (both in the migration run itself, so the plain Alembic CLI gets them too): ``upgrade``
+refuses another embedding dimension than the schema's columns have, and ``downgrade`` below the
+audit revision refuses while the audit tables hold rows unless ``force=True``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,13 @@ from alembic.util import CommandError
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import exc as sqlalchemy_exc
 
-from focal.db.migrations_support import DEFAULT_EMBEDDING_DIMENSIONS, EMBEDDING_DIMENSIONS_ATTRIBUTE
+from focal.db.migrations_support import (
+    DEFAULT_EMBEDDING_DIMENSIONS,
+    EMBEDDING_COLUMNS_SQL,
+    EMBEDDING_DIMENSIONS_ATTRIBUTE,
+    FORCE_AUDIT_DOWNGRADE_ATTRIBUTE,
+    dimension_mismatch,
+)
 from focal.db.pool import describe_dsn
 from focal.errors import ConfigurationError, SchemaVersionError, StoreConnectionError
 
@@ -33,6 +44,7 @@ __all__ = [
     "check_embedding_dimensions",
     "current",
     "downgrade",
+    "embedding_columns",
     "ensure_schema_at_head",
     "head_revision",
     "history",
@@ -62,14 +74,24 @@ def _script() -> ScriptDirectory:
 async def upgrade(
     dsn: str, revision: str = "head", *, embedding_dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS
 ) -> None:
-    """Upgrade the database to ``revision``; a no-op when already there. Safe to run concurrently."""
+    """Upgrade the database to ``revision``; a no-op when already there. Safe to run concurrently.
+
+    ``ConfigurationError`` (and nothing applied) when the schema already has embedding columns
+    of another dimension than ``embedding_dimensions``, even when there is nothing to upgrade.
+    """
     config = alembic_config(dsn, embedding_dimensions=embedding_dimensions)
     await _run(command.upgrade, config, revision, dsn=dsn)
 
 
-async def downgrade(dsn: str, revision: str) -> None:
-    """Downgrade to ``revision`` (``"base"`` removes every Focal object)."""
-    await _run(command.downgrade, alembic_config(dsn), revision, dsn=dsn)
+async def downgrade(dsn: str, revision: str, *, force: bool = False) -> None:
+    """Downgrade to ``revision`` (``"base"`` removes every Focal object).
+
+    Going below the audit revision drops the audit trail: refused (``SchemaVersionError``,
+    nothing changed) while the audit tables hold rows, unless ``force``.
+    """
+    config = alembic_config(dsn)
+    config.attributes[FORCE_AUDIT_DOWNGRADE_ATTRIBUTE] = force
+    await _run(command.downgrade, config, revision, dsn=dsn)
 
 
 async def _run(function: Callable[[Config, str], None], config: Config, revision: str, *, dsn: str) -> None:
@@ -203,34 +225,39 @@ async def ensure_schema_at_head(target: str | asyncpg.Pool) -> SchemaStatus:
     return status
 
 
+async def embedding_columns(target: str | asyncpg.Pool) -> dict[str, int]:
+    """Every ``vector``/``halfvec`` column of the schema, read from the catalog: ``table.column`` -> D.
+
+    All of them, whichever revision (or operator) made them, so the check keeps up with new
+    revisions without a list to maintain.
+    """
+    try:
+        if isinstance(target, str):
+            connection = await asyncpg.connect(target)
+            try:
+                rows = await connection.fetch(EMBEDDING_COLUMNS_SQL)
+            finally:
+                await connection.close()
+        else:
+            rows = await target.fetch(EMBEDDING_COLUMNS_SQL)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        where = describe_dsn(target) if isinstance(target, str) else "the pool's server"
+        raise StoreConnectionError(f"cannot read the embedding columns at {where}: {exc}") from exc
+    return {str(row["column_name"]): int(row["dimensions"]) for row in rows}
+
+
 async def check_embedding_dimensions(target: str | asyncpg.Pool, expected: int) -> dict[str, int]:
-    """Every ``vector``/``halfvec`` column's dimension; ``ConfigurationError`` if one differs.
+    """Every embedding column's dimension; ``ConfigurationError`` naming both sizes if one differs.
 
     The dimension is fixed when a revision creates the columns; a process configured with
-    another ``FOCAL_EMBEDDING__DIMENSIONS`` would fail on every write, so it should refuse to start.
+    another ``FOCAL_EMBEDDING__DIMENSIONS`` would fail on every write, so it refuses to start (and
+    ``/ready`` reports it, should the schema change under a running process).
     """
-    query = """
-        SELECT c.relname || '.' || a.attname AS column_name, a.atttypmod AS dimensions
-          FROM pg_attribute a
-          JOIN pg_class c ON c.oid = a.attrelid
-          JOIN pg_type t ON t.oid = a.atttypid
-         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
-           AND t.typname IN ('vector', 'halfvec') AND a.attnum > 0 AND NOT a.attisdropped
-    """
-    if isinstance(target, str):
-        connection = await asyncpg.connect(target)
-        try:
-            rows = await connection.fetch(query)
-        finally:
-            await connection.close()
-    else:
-        rows = await target.fetch(query)
-    columns = {str(row["column_name"]): int(row["dimensions"]) for row in rows}
-    wrong = {name: size for name, size in columns.items() if size != expected}
-    if wrong:
+    columns = await embedding_columns(target)
+    problem = dimension_mismatch(columns, expected)
+    if problem is not None:
         raise ConfigurationError(
-            f"the database's embedding columns have dimensions {sorted(set(wrong.values()))} "
-            f"({', '.join(sorted(wrong))}), but FOCAL_EMBEDDING__DIMENSIONS is {expected}: configure "
-            f"the dimension the schema was created with, or migrate a fresh database"
+            f"FOCAL_EMBEDDING__DIMENSIONS is {expected}, but {problem}: configure the dimension the "
+            "schema was created with (and an embedding model of that size), or migrate a fresh database"
         )
     return columns

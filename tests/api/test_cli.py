@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -145,3 +146,20 @@ def test_token_rejects_bad_arguments(tmp_path: Path) -> None:
         app, ["token", "--tenant", str(uuid4()), "--ttl", "0", "--data-dir", str(tmp_path)]
     )
     assert negative.exit_code == 2
+
+
+def test_serve_refuses_a_short_jwt_secret_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:  # were the secret accepted: no endless serve
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(
+            app,
+            ["serve", "--memory", "--port", port, "--data-dir", str(tmp_path)],
+            env={"FOCAL_AUTH__JWT_SECRET": "s" * 31},
+        )
+    assert result.exit_code == 1
+    assert result.output.splitlines()[:2] == [
+        "error: invalid configuration:",
+        "  auth.jwt_secret: Value error, FOCAL_AUTH__JWT_SECRET is 31 bytes; it must be at least 32 "
+        "(HS256 key length). Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+    ]
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())

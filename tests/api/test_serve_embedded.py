@@ -7,6 +7,7 @@ secret and default tenant all persist in the data directory).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
@@ -104,6 +106,15 @@ class ServeProcess:
         return code
 
 
+async def _connect_error(dsn: str) -> str:
+    try:
+        connection = await asyncpg.connect(dsn)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return str(exc)
+    await connection.close()
+    return "connected"
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     """A data directory outside pytest's ``tmp_path`` tree: another pytest session resets
@@ -126,11 +137,31 @@ def test_embedded_serve_persists_and_leaves_no_orphans(data_dir: Path, tmp_path:
         headers = {"Authorization": f"Bearer {token}"}
         created = httpx.post(f"{first.url}/v1/agents", json={"name": "survivor"}, headers=headers, timeout=10)
         assert created.status_code == 201, created.text
+        # The embedded PostgreSQL wants its generated password; `focal db` finds it in the data dir.
+        port = int((data_dir / "postgres" / "postmaster.pid").read_text().splitlines()[3])
+        refused = asyncio.run(_connect_error(f"postgresql://postgres@127.0.0.1:{port}/focal"))
+        assert "password authentication failed" in refused
+        shown = subprocess.run(
+            [sys.executable, "-m", "focal.cli", "db", "current", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, env=_environment(), timeout=60, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0 and "AT_HEAD" in shown.stdout, shown.stderr
     finally:
         assert first.stop() == 0
     assert _processes_in(data_dir) == []
-    assert (data_dir / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    for private in ("jwt_secret", "postgres.password", "postgres.log", "redis/server.log"):
+        assert (data_dir / private).stat().st_mode & 0o777 == 0o600, private
     assert (data_dir / "postgres" / "PG_VERSION").exists()
+
+    # Another embedding dimension than the schema's: refused, naming both, and nothing left running.
+    mismatched = subprocess.run(
+        [sys.executable, "-m", "focal.cli", "serve", "--data-dir", str(data_dir), "--port", "0"],
+        capture_output=True, text=True, env={**_environment(), "FOCAL_EMBEDDING__DIMENSIONS": "4"},
+        timeout=START_DEADLINE_SECONDS, check=False,
+    )  # fmt: skip
+    assert mismatched.returncode == 1, mismatched.stdout + mismatched.stderr
+    assert "embedding dimension 4" in mismatched.stderr and "vector(8)" in mismatched.stderr
+    assert _processes_in(data_dir) == []
 
     # Restart as `focal demo`: the same data, plus the sample agent and a curl line to chat with it.
     second = ServeProcess(data_dir, tmp_path / "second.log", command="demo")

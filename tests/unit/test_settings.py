@@ -172,11 +172,27 @@ def test_prefixed_vendor_key_is_accepted(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_jwt_secret_is_a_secret_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FOCAL_AUTH__JWT_SECRET", "jwt-very-secret")
+    secret = "jwt-very-secret-" + "s" * 16  # 32 bytes, the minimum
+    monkeypatch.setenv("FOCAL_AUTH__JWT_SECRET", secret)
     settings = Settings.load()
     assert settings.auth.jwt_secret is not None
-    assert settings.auth.jwt_secret.get_secret_value() == "jwt-very-secret"
-    assert "jwt-very-secret" not in repr(settings) + str(settings)
+    assert settings.auth.jwt_secret.get_secret_value() == secret
+    assert secret not in repr(settings) + str(settings)
+
+
+@pytest.mark.parametrize("secret", ["jwt-very-secret", "s" * 31, "é" * 15])
+def test_jwt_secret_shorter_than_32_bytes_is_refused(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("FOCAL_AUTH__JWT_SECRET", secret)
+    with pytest.raises(ValidationError, match=r"FOCAL_AUTH__JWT_SECRET is \d+ bytes; it must be at least 32"):
+        Settings.load()
+
+
+@pytest.mark.parametrize("secret", ["", "   "])
+def test_empty_jwt_secret_means_unset(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    """An empty value (e.g. an unset compose variable) is "not configured": `focal serve` decides."""
+    monkeypatch.setenv("FOCAL_AUTH__JWT_SECRET", secret)
+    auth = Settings.load().auth
+    assert auth.jwt_secret is not None and not auth.jwt_secret.get_secret_value().strip()
 
 
 @pytest.mark.parametrize(

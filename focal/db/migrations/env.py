@@ -7,6 +7,11 @@ How a run gets its inputs
   (``postgresql://user:pass@host:port/db``) and converted to ``postgresql+asyncpg://``.
 - **Embedding dimension**: revisions call ``focal.db.migrations_support.embedding_dimensions()``
   (config attribute ``embedding_dimensions``, else ``-x embedding_dimensions=N``, else 1536).
+  When the run states a dimension (every ``focal db upgrade`` does), the schema's existing
+  vector columns must all have it: otherwise the run refuses before any revision runs, so a
+  schema never ends up with columns of two sizes.
+- **Forced audit downgrade**: config attribute ``force_audit_downgrade`` (``focal db downgrade
+  --force``) or ``-x force_audit_downgrade=true`` lets a downgrade drop audit tables with rows.
 
 The revision chain (fixed ids, one linear history; add new revisions at the end)::
 
@@ -31,6 +36,8 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from focal.db.migrations_support import check_upgrade_dimensions, stated_embedding_dimensions
 
 # Any fixed 64-bit number shared by every Focal process: "focal" in ASCII.
 MIGRATION_LOCK_KEY = 0x666F63616C
@@ -68,6 +75,9 @@ def _run_migrations(connection: Connection) -> None:
     with context.begin_transaction():
         # Held until this transaction commits: concurrent upgraders run one after another.
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        dimensions = stated_embedding_dimensions()
+        if dimensions is not None:  # checked under the lock: no concurrent run adds columns meanwhile
+            check_upgrade_dimensions(connection, dimensions)
         context.run_migrations()
 
 

@@ -188,14 +188,16 @@ async def test_upgrade_keeps_existing_rows_and_tables(database_factory: Database
     dsn = await database_factory(migrate=False)
     await upgrade(dsn, first, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
     connection = await asyncpg.connect(dsn)
+    vector = "[1,2,3,4,5,6,7,8]"
+    assert TEST_EMBEDDING_DIMENSIONS == 8  # every vector column of the schema has the one dimension
     try:
-        await connection.execute("CREATE TABLE operator_notes (note text, embedding vector(3))")
-        await connection.execute("INSERT INTO operator_notes VALUES ('kept', '[1,2,3]')")
+        await connection.execute("CREATE TABLE operator_notes (note text, embedding vector(8))")
+        await connection.execute(f"INSERT INTO operator_notes VALUES ('kept', '{vector}')")
     finally:
         await connection.close()
     await upgrade(dsn, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
     rows = await fetch_column(dsn, "SELECT note || ' ' || embedding::text FROM operator_notes")
-    assert rows == ["kept [1,2,3]"]
+    assert rows == [f"kept {vector}"]
 
     for info in history()[1:-1]:  # every intermediate revision
         dsn = await database_factory(migrate=False)
@@ -262,11 +264,19 @@ async def test_concurrent_upgrades_from_four_processes(
     assert await fetch_column(dsn, "SELECT version_num FROM alembic_version") == [head_revision()]
 
 
+def await_embedding_columns(dsn: str) -> dict[str, int]:
+    return asyncio.run(migrate.embedding_columns(dsn))
+
+
 def test_cli_current_and_history(pg_dsn: str) -> None:
     runner = CliRunner()
     shown = runner.invoke(db_app, ["current", "--database-url", pg_dsn])
     assert shown.exit_code == 0, shown.output
-    assert shown.stdout.strip() == f"{head_revision()} (AT_HEAD; code head {head_revision()})"
+    columns = await_embedding_columns(pg_dsn)
+    assert shown.stdout.splitlines() == [
+        f"{head_revision()} (AT_HEAD; code head {head_revision()})",
+        f"embedding dimensions: {TEST_EMBEDDING_DIMENSIONS} ({len(columns)} columns)",
+    ]
     listed = runner.invoke(db_app, ["history"])
     assert listed.exit_code == 0, listed.output
     assert [line.split(":")[0] for line in listed.stdout.splitlines()] == [

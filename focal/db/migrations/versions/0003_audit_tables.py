@@ -5,8 +5,13 @@ Revises: 0002
 
 ``audit_events.turn_id`` is deliberately not a foreign key: an event may be written before the
 turn it belongs to. A trigger refuses UPDATE, DELETE and TRUNCATE on both tables (SQLSTATE
-``42501``, insufficient_privilege), so the trail cannot be rewritten even with raw SQL; erasure,
-when it is needed, gets its own explicit and logged path (a later revision).
+``42501``, insufficient_privilege), so no role can rewrite the trail with those statements, raw
+SQL included; erasure, when it is needed, gets its own explicit and logged path (a later revision).
+
+The trigger binds every role, but the tables' owner (and any superuser) can still disable it,
+alter or drop the tables: run the service as a role that does not own them (``focal db grant``).
+The downgrade drops the trail, so it refuses while the tables hold rows unless forced
+(``focal db downgrade REV --force``).
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from focal.db.migrations_support import refuse_to_drop_audit_rows
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+AUDIT_TABLES = ("turn_records", "audit_events")
 
 
 def upgrade() -> None:
@@ -82,7 +91,7 @@ def upgrade() -> None:
         $$
         """
     )
-    for table in ("turn_records", "audit_events"):
+    for table in AUDIT_TABLES:
         op.execute(
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
             "FOR EACH ROW EXECUTE FUNCTION focal_audit_append_only()"
@@ -94,6 +103,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_to_drop_audit_rows(AUDIT_TABLES)
     # Dropping a table drops its triggers; the function goes last, once nothing uses it.
     op.execute("DROP TABLE IF EXISTS audit_events")
     op.execute("DROP TABLE IF EXISTS turn_records")
