@@ -46,6 +46,7 @@ from focal.validation import (
     check_limit,
     check_min_score,
     check_no_nul,
+    check_storable,
     check_vector,
     float32,
     json_text,
@@ -186,6 +187,7 @@ def _checked(
     if not isinstance(model, model_type):
         raise InvalidDataError(f"expected a {model_type.__name__}, got {type(model).__name__}")
     name = model_type.__name__
+    check_storable(model, name)  # before dumping: dumping is what fails on such values
     try:
         data = model.model_dump(warnings=False)
         if not allow_deleted and data.get("deleted_at") is not None:
