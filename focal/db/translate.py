@@ -151,6 +151,8 @@ def _invalid_reason(exc: BaseException) -> str:
         return "a value breaks a rule of the schema"
     if isinstance(exc, pg.NotNullViolationError):
         return "a required value is missing"
+    if getattr(exc, "severity", None) is None:  # raised by asyncpg itself, encoding an argument
+        return "a value cannot be encoded for PostgreSQL"
     return _INVALID_REASONS.get(getattr(exc, "sqlstate", ""), "a value PostgreSQL cannot store")
 
 
