@@ -17,32 +17,42 @@ from tests.support import new_tenant
 
 pytestmark = pytest.mark.postgres
 
-DRIVER_WORDS = ("duplicate key", "violates", "DETAIL", "Key (", "invalid input", "Error:", "children")
+DRIVER_WORDS = (
+    "duplicate key",
+    "violates",
+    "DETAIL",
+    "Key (",
+    "invalid input",
+    "Error:",
+    "translate_",
+    "children_",
+)
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def connection(pg_pool: asyncpg.Pool) -> AsyncIterator[Any]:
-    async with pg_pool.acquire() as held:
+async def connection(pg_dsn: str) -> AsyncIterator[Any]:
+    """A connection of its own: its temp tables die with it (pooled ones would outlive the test)."""
+    held = await asyncpg.connect(pg_dsn)
+    try:
         await held.execute(
             """
-            CREATE TEMP TABLE parents (id int PRIMARY KEY);
-            CREATE TEMP TABLE children (
+            CREATE TEMP TABLE translate_parents (id int PRIMARY KEY);
+            CREATE TEMP TABLE translate_children (
                 id int CONSTRAINT children_pkey PRIMARY KEY,
-                parent_id int CONSTRAINT children_parent_fkey REFERENCES parents (id),
+                parent_id int CONSTRAINT children_parent_fkey REFERENCES translate_parents (id),
                 amount int NOT NULL CONSTRAINT children_amount_check CHECK (amount >= 0),
                 code varchar(3)
             );
-            INSERT INTO parents VALUES (1);
-            INSERT INTO children VALUES (1, 1, 5, 'abc');
+            INSERT INTO translate_parents VALUES (1);
+            INSERT INTO translate_children VALUES (1, 1, 5, 'abc');
             """
         )
-        try:
-            yield held
-        finally:
-            await held.execute("DROP TABLE children; DROP TABLE parents")
+        yield held
+    finally:
+        await held.close()
 
 
-INSERT = "INSERT INTO children VALUES ($1, $2, $3, $4)"
+INSERT = "INSERT INTO translate_children VALUES ($1, $2, $3, $4)"
 CASES: dict[str, tuple[type[StoreError], str, tuple[Any, ...], str]] = {
     "unique": (ConflictError, INSERT, (1, 1, 5, "abc"), "a record with the same key already exists"),
     "foreign-key": (NotFoundError, INSERT, (2, 99, 5, "abc"), "a record it refers to does not exist"),
@@ -91,7 +101,7 @@ async def test_clients_get_focal_words_and_the_log_gets_the_driver_text(
     [line] = [entry for entry in logs if entry["event"] == "store error"]
     assert line["detail"] == driver_text and line["tenant_id"] == str(tenant)
     assert line["operation"] == "insert_child" and line["message"] == str(caught.value)
-    assert await connection.fetchval("SELECT count(*) FROM children") == 1  # nothing changed
+    assert await connection.fetchval("SELECT count(*) FROM translate_children") == 1  # nothing changed
 
 
 async def test_stores_name_the_conflicts_they_know(connection: Any) -> None:
