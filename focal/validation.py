@@ -4,11 +4,19 @@ Shared by the in-memory references and the production backends, so a bad argumen
 ``InvalidDataError`` everywhere and nothing is written. Store-specific checks live beside each
 store (``focal/*/stores/*checks.py``) and build on these.
 
-PostgreSQL refuses things Python happily holds: NUL characters in ``text`` and ``jsonb``, naive
-timestamps are ambiguous for ``timestamptz``, ``integer`` stops at 2**31 - 1, JSONB keeps only
-JSON and pgvector's ``vector`` holds float32. The in-memory references run the same checks and
-keep the same forms (``snapshot``, ``float32``), so a record reads back identically from every
-backend.
+PostgreSQL refuses things Python happily holds: NUL characters in ``text`` and ``jsonb``, lone
+surrogates (not encodable as UTF-8), naive timestamps are ambiguous for ``timestamptz`` and one
+whose UTC instant falls outside Python's datetime range cannot be sent at all, ``integer`` stops
+at 2**31 - 1, JSONB keeps only JSON and pgvector's ``vector`` holds float32. Checked here, they
+are an ``InvalidDataError`` with a clear message instead of an ``OverflowError``,
+``RecursionError``, ``PydanticSerializationError`` or driver error halfway through a write.
+
+JSON values are limited to ``MAX_JSON_DEPTH`` levels of nesting: deeper values overflow Python's
+recursion (``json.dumps``), pydantic's serialiser and its JSON parser (about 200 levels) at
+different depths, so without one limit the backends would accept different values.
+
+The in-memory references run the same checks and keep the same forms (``snapshot``,
+``float32``), so a record reads back identically from every backend.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import math
 import re
 import struct
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
+from pydantic_core import PydanticSerializationError
 
 from focal.errors import InvalidDataError
 
@@ -32,8 +42,9 @@ MIN_INT4, MAX_INT4 = -(2**31), 2**31 - 1
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Enum = TypeVar("_Enum", bound=Enum)
-# A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+# NUL, or a UTF-16 surrogate code point (in a Python str it is always lone: pairs are decoded).
+_UNSTORABLE_CHARACTER = re.compile("[\x00\ud800-\udfff]")
+MAX_JSON_DEPTH = 100
 _FLOAT32 = struct.Struct("<f")  # standard size: raises OverflowError instead of giving inf
 
 
@@ -105,9 +116,19 @@ def as_enum(enum_type: type[_Enum], value: Any, what: str) -> _Enum:
 
 
 def check_aware(value: datetime | None, what: str) -> None:
-    """Timestamps must carry a timezone: a naive one means a different instant on every server."""
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+    """Timestamps must carry a timezone (a naive one means a different instant on every server)
+    and their UTC instant must exist: 0001-01-01 00:30+01:00 is 0000-12-31 in UTC, which neither
+    Python nor the driver can represent."""
+    if value is None:
+        return
+    if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidDataError(f"{what} must be timezone-aware (use datetime.now(UTC)), got {value!r}")
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidDataError(
+            f"{what} is out of range: {value.isoformat()} has no UTC equivalent between years 1 and 9999"
+        ) from exc
 
 
 def check_finite(value: float, what: str) -> None:
@@ -121,54 +142,168 @@ def check_int4(value: int, what: str) -> None:
         raise InvalidDataError(f"{what} must fit in 32 bits, got {value}")
 
 
-def check_no_nul(value: Any, what: str) -> None:
+def check_text(value: Any, what: str) -> None:
     """No string in ``value`` (a string, or dicts/lists/tuples of them, keys included) holds a NUL
-    character, which PostgreSQL can store in neither ``text`` nor ``jsonb``."""
+    character (PostgreSQL stores it in neither ``text`` nor ``jsonb``) or a lone surrogate such as
+    ``"\\ud800"`` (not valid Unicode: it has no UTF-8 form, so no backend can store it)."""
     if isinstance(value, str):
-        if "\x00" in value:
-            raise _nul_error(what)
+        _check_string(value, what)
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_no_nul(key, what)
-            check_no_nul(item, what)
+            check_text(key, what)
+            check_text(item, what)
     elif isinstance(value, list | tuple):
         for item in value:
-            check_no_nul(item, what)
+            check_text(item, what)
 
 
-def plain_json(value: Any, what: str) -> str:
-    """``value`` as JSON text, refusing NaN, infinities and objects JSON cannot hold (never mangled)."""
-    try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidDataError(f"{what} is not plain JSON: {exc}") from exc
+# The former name (NUL only); callers elsewhere still use it and get the surrogate check too.
+check_no_nul = check_text
 
 
 def json_text(value: Any, what: str = "value") -> str:
-    """``value`` as JSON text for a ``jsonb`` column: plain JSON (``plain_json``) without NUL."""
-    return _refuse_escaped_nul(plain_json(value, what), what)
+    """``value`` as JSON text for a ``jsonb`` column, or ``InvalidDataError``.
+
+    Only JSON goes in: dicts with string keys, lists (tuples become lists), strings without NUL
+    or lone surrogates, finite numbers, booleans and ``None``, nested at most ``MAX_JSON_DEPTH``
+    levels. Anything else is refused, never mangled.
+
+    Floats are written so that JSONB keeps them floats. JSONB stores numbers as ``numeric`` and
+    prints them without exponent and with the scale they were written with: ``1e16`` comes back
+    as ``10000000000000000``, which parses as an ``int`` (and ``1e300`` as ``10**300``). Written
+    ``10000000000000000.0``, it comes back as written. No decoder can repair this on the way out
+    (the text no longer says "float"), so the fix lives here, where every PostgreSQL store
+    encodes its JSON. ``-0.0`` comes back as ``0.0`` (``numeric`` has no negative zero); it is
+    equal to it.
+    """
+    parts: list[str] = []
+    _encode_json(value, what, 0, parts)
+    return "".join(parts)
 
 
-def check_storable(model: BaseModel, what: str) -> str:
-    """The model's JSON form, refused (``InvalidDataError``) if any string holds a NUL character."""
-    # warnings=False: a model built with model_copy(update=...) may hold values its JSON types do
-    # not describe (a datetime in a JSON dict); they serialise fine and the check below still runs.
-    return _refuse_escaped_nul(model.model_dump_json(warnings=False), what)
+# The former name of json_text (which then allowed NUL); kept for callers on other branches.
+plain_json = json_text
+
+
+def check_storable(model: BaseModel, what: str) -> None:
+    """Refuse (``InvalidDataError``) a model no backend could store as it is.
+
+    Every string (keys included) free of NUL and lone surrogates, every timestamp aware and
+    representable in UTC, every float finite (JSON and JSONB have no NaN or infinity; pydantic
+    would silently write ``null``), and nesting at most ``MAX_JSON_DEPTH`` levels (counted from
+    the model's fields; nested models do not count). Walks the objects themselves rather than a
+    dump, because dumping is what fails on such values (``PydanticSerializationError``)."""
+    _check_model(model, what, 0)
 
 
 def snapshot(model: _Model) -> _Model:
     """A deep, JSON-normalised copy: what a JSONB round trip would give back (tuples become lists,
-    datetimes inside dicts become ISO strings, NaN inside JSON becomes null)."""
+    datetimes inside dicts become ISO strings). Call ``check_storable`` first: NaN inside JSON
+    would become null here."""
     try:
         return type(model).model_validate_json(model.model_dump_json(warnings=False))
-    except PydanticValidationError as exc:
+    except (PydanticValidationError, PydanticSerializationError) as exc:
         raise InvalidDataError(f"{type(model).__name__} does not survive a JSON round trip: {exc}") from exc
 
 
-def _refuse_escaped_nul(text: str, what: str) -> str:
-    if _ESCAPED_NUL.search(text):
+def _check_string(value: str, what: str) -> None:
+    if value.isascii():
+        if "\x00" in value:
+            raise _nul_error(what)
+        return
+    bad = _UNSTORABLE_CHARACTER.search(value)
+    if bad is None:
+        return
+    if bad.group() == "\x00":
         raise _nul_error(what)
+    raise InvalidDataError(
+        f"{what} contains a lone surrogate ({bad.group()!a}), which is not valid Unicode text"
+    )
+
+
+def _depth_error(what: str) -> InvalidDataError:
+    return InvalidDataError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def _encode_json(value: Any, what: str, depth: int, parts: list[str]) -> None:
+    """Append ``value``'s JSON text to ``parts`` (one pass: checks and encoding together)."""
+    if value is None:
+        parts.append("null")
+    elif isinstance(value, str):
+        _check_string(value, what)
+        parts.append(json.dumps(value, ensure_ascii=False))
+    elif value is True or value is False:
+        parts.append("true" if value else "false")
+    elif isinstance(value, int):
+        try:
+            parts.append(int.__repr__(value))
+        except ValueError as exc:  # beyond sys.get_int_max_str_digits(): no reader could parse it
+            raise InvalidDataError(f"{what} holds an integer too large for JSON") from exc
+    elif isinstance(value, float):
+        parts.append(_float_text(value, what))
+    elif isinstance(value, dict):
+        if depth >= MAX_JSON_DEPTH:
+            raise _depth_error(what)
+        parts.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise InvalidDataError(f"{what} is not plain JSON: object key {key!r} is not a string")
+            _check_string(key, what)
+            parts.append(", " if index else "")
+            parts.append(json.dumps(key, ensure_ascii=False))
+            parts.append(": ")
+            _encode_json(item, what, depth + 1, parts)
+        parts.append("}")
+    elif isinstance(value, list | tuple):
+        if depth >= MAX_JSON_DEPTH:
+            raise _depth_error(what)
+        parts.append("[")
+        for index, item in enumerate(value):
+            parts.append(", " if index else "")
+            _encode_json(item, what, depth + 1, parts)
+        parts.append("]")
+    else:
+        raise InvalidDataError(f"{what} is not plain JSON: {type(value).__name__} {value!r}")
+
+
+def _float_text(value: float, what: str) -> str:
+    """The shortest text that reads back as exactly ``value``, as a float, through JSONB."""
+    if not math.isfinite(value):
+        raise InvalidDataError(f"{what} is not plain JSON: {value!r} is not a finite number")
+    text = float.__repr__(value)  # shortest round-trip form: "2.5", "1e+16", "1.5e-07"
+    _, _, exponent = text.partition("e")
+    if exponent and int(exponent) > 0:
+        # numeric("1e+16") has scale 0 and prints as an integer: write it out with ".0".
+        text = format(Decimal(text), "f") + ".0"
     return text
+
+
+def _check_model(model: BaseModel, what: str, depth: int) -> None:
+    for name in type(model).model_fields:
+        _check_stored(getattr(model, name, None), f"{what}.{name}", depth)
+
+
+def _check_stored(value: Any, what: str, depth: int) -> None:
+    if isinstance(value, str):
+        _check_string(value, what)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidDataError(f"{what} must hold finite numbers only, got {value!r}")
+    elif isinstance(value, datetime):
+        check_aware(value, what)
+    elif isinstance(value, BaseModel):
+        _check_model(value, what, depth)
+    elif isinstance(value, dict):
+        if depth >= MAX_JSON_DEPTH:
+            raise _depth_error(what)
+        for key, item in value.items():
+            _check_stored(key, what, depth + 1)
+            _check_stored(item, what, depth + 1)
+    elif isinstance(value, list | tuple | set | frozenset):
+        if depth >= MAX_JSON_DEPTH:
+            raise _depth_error(what)
+        for item in value:
+            _check_stored(item, what, depth + 1)
 
 
 def _nul_error(what: str) -> InvalidDataError:

@@ -1,64 +1,29 @@
 """AuditStore contract: every backend behaves like the in-memory reference.
 
-One fixture, ``store``, builds each backend; a new backend is one more param and factory entry.
+Backends and builders live in ``audit_backends``; what every backend must keep exactly or refuse
+(JSON types, unstorable text, timestamps and nesting) is in ``test_audit_store_values``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from focal.audit.models import AuditEvent, MatchedRule, TokenCounts, TurnRecord
-from focal.audit.stores.inmemory import InMemoryAuditStore
+from focal.audit.models import MatchedRule, TokenCounts
 from focal.audit.stores.store import AuditStore
 from focal.errors import ConflictError, InvalidDataError
+from tests.contract.audit_backends import (
+    audit_store_fixture,  # noqa: F401 - the parametrised fixture
+    make_event,
+    make_turn,
+)
 from tests.support import new_tenant
 
-BACKENDS = ["inmemory", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def _postgres(request: pytest.FixtureRequest) -> AuditStore:
-    from focal.audit.stores.postgres import PostgresAuditStore
-
-    return PostgresAuditStore(request.getfixturevalue("pg_pool"))
-
-
-FACTORIES: dict[str, Callable[[pytest.FixtureRequest], AuditStore]] = {
-    "inmemory": lambda request: InMemoryAuditStore(),
-    "postgres": _postgres,
-}
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest) -> AuditStore:
-    return FACTORIES[request.param](request)
-
-
 BASE = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-
-
-def make_turn(tenant_id: UUID, session_id: UUID | None = None, turn_number: int = 1, **kw: Any) -> TurnRecord:
-    values: dict[str, Any] = {
-        "tenant_id": tenant_id,
-        "agent_id": uuid4(),
-        "session_id": session_id or uuid4(),
-        "turn_number": turn_number,
-        "user_message": f"hello {turn_number}",
-        "assistant_response": "hi there",
-    }
-    values.update(kw)
-    return TurnRecord(**values)
-
-
-def make_event(tenant_id: UUID, **kw: Any) -> AuditEvent:
-    values: dict[str, Any] = {"tenant_id": tenant_id, "event_type": "rule_fired", "event_data": {"n": 1}}
-    values.update(kw)
-    return AuditEvent(**values)
 
 
 # --- turns ---------------------------------------------------------------------------------------

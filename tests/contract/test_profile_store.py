@@ -1,68 +1,30 @@
 """ProfileStore contract: every backend behaves like the in-memory reference.
 
-One fixture, ``store``, builds each backend; a new backend is one more param and factory entry.
-``set_external_id`` is not in the ABC yet (see the in-memory store's docstring); both backends
-have it, and the tests that need an external id use it.
+Backends and builders live in ``profile_backends``; what every backend must keep exactly or refuse
+(JSON types, unstorable text, timestamps and nesting) is in ``test_profile_store_values``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 
 from focal.conversation.models import Channel
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
-from focal.profile.models import CustomerProfile, FieldSource, ProfileAsset, ProfileField
-from focal.profile.stores.inmemory import InMemoryProfileStore
+from focal.profile.models import CustomerProfile, FieldSource
 from focal.profile.stores.store import ProfileStore
+from tests.contract.profile_backends import (
+    make_asset,
+    make_field,
+    new_profile,
+    profile_store_fixture,  # noqa: F401 - the parametrised fixture
+    uid,
+)
 from tests.support import new_tenant
-
-BACKENDS = ["inmemory", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def _postgres(request: pytest.FixtureRequest) -> ProfileStore:
-    from focal.profile.stores.postgres import PostgresProfileStore
-
-    return PostgresProfileStore(request.getfixturevalue("pg_pool"))
-
-
-FACTORIES: dict[str, Callable[[pytest.FixtureRequest], ProfileStore]] = {
-    "inmemory": lambda request: InMemoryProfileStore(),
-    "postgres": _postgres,
-}
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest) -> Any:  # Any: set_external_id is beyond the ABC
-    return FACTORIES[request.param](request)
-
-
-def uid() -> str:
-    return f"user-{uuid4().hex[:10]}"
-
-
-def make_field(
-    tenant_id: UUID, profile_id: UUID, name: str = "email", value: Any = "a@b.c", **kw: Any
-) -> ProfileField:
-    return ProfileField(tenant_id=tenant_id, profile_id=profile_id, field_name=name, field_value=value, **kw)
-
-
-def make_asset(tenant_id: UUID, profile_id: UUID, **kw: Any) -> ProfileAsset:
-    values: dict[str, Any] = {"asset_type": "order", "asset_reference": f"ord-{uuid4().hex[:6]}"}
-    values.update(kw)
-    return ProfileAsset(tenant_id=tenant_id, profile_id=profile_id, **values)
-
-
-async def new_profile(
-    store: ProfileStore, tenant_id: UUID, channel: Channel = Channel.WEB
-) -> CustomerProfile:
-    return await store.get_or_create(tenant_id, channel, uid())
-
 
 # --- get_or_create and lookups -------------------------------------------------------------------
 
@@ -142,9 +104,24 @@ async def test_bad_external_id_or_field_name_is_invalid(store: ProfileStore, bad
         await store.get_field_history(new_tenant(), uuid4(), bad)
 
 
+CONCURRENT_CALLS = 10  # the size of the test pool: every call holds a connection at once
+
+
 async def test_concurrent_get_or_create_yields_one_profile(store: ProfileStore) -> None:
+    """All calls start together on a warm pool, so they really overlap: on a cold pool each call
+    waited for a new connection and the first had committed before the others read. (That
+    PostgreSQL calls do overlap, and one wins, is proven by blocking them all in
+    ``test_postgres_profile_store::test_get_or_create_race_has_one_winner``.)"""
     tenant, user = new_tenant(), uid()
-    results = await asyncio.gather(*(store.get_or_create(tenant, Channel.API, user) for _ in range(20)))
+    # Warm up: reads in parallel open every connection the calls below will use.
+    await asyncio.gather(*(store.get_by_channel_identity(tenant, Channel.API, uid()) for _ in range(10)))
+    start = asyncio.Barrier(CONCURRENT_CALLS)
+
+    async def call() -> CustomerProfile:
+        await start.wait()  # released together once every task is ready
+        return await store.get_or_create(tenant, Channel.API, user)
+
+    results = await asyncio.gather(*(call() for _ in range(CONCURRENT_CALLS)))
     assert len({p.id for p in results}) == 1
     profile = await store.get_by_channel_identity(tenant, Channel.API, user)
     assert profile is not None and profile.id == results[0].id

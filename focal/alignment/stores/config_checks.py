@@ -46,6 +46,7 @@ from focal.validation import (
     check_limit,
     check_min_score,
     check_no_nul,
+    check_storable,
     check_vector,
     float32,
     json_text,
@@ -186,14 +187,17 @@ def _checked(
     if not isinstance(model, model_type):
         raise InvalidDataError(f"expected a {model_type.__name__}, got {type(model).__name__}")
     name = model_type.__name__
+    check_storable(model, name)  # before dumping: dumping is what fails on such values
     try:
         data = model.model_dump(warnings=False)
         if not allow_deleted and data.get("deleted_at") is not None:
             raise InvalidDataError(f"{name}.deleted_at is set only by delete, not by save")
-        for field in _JSON_FIELDS.get(model_type, ()):
+        json_fields = _JSON_FIELDS.get(model_type, ())
+        for field in json_fields:
             data[field] = json.loads(json_text(data[field], f"{name}.{field}"))
         for field, value in data.items():
-            data[field] = _checked_scalar(name, field, value)
+            if field not in json_fields:  # a JSON value is no int4 column: 10**16 is a fine default
+                data[field] = _checked_scalar(name, field, value)
         check_no_nul(data, name)
         return model_type.model_validate(data)
     except ValidationError as exc:

@@ -85,7 +85,11 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
 
     async def save_agent(self, agent: Agent) -> UUID:
         row = checks.checked_agent(agent)
-        with translate_pg_errors("save_agent", tenant_id=row.tenant_id):
+        # The in-memory store's words for the same conflict (never the driver's text).
+        taken = {
+            "agents_live_name_key": f"tenant {row.tenant_id} already has a live agent named {row.name!r}"
+        }
+        with translate_pg_errors("save_agent", tenant_id=row.tenant_id, messages=taken):
             async with self._pool.acquire() as connection:
                 return await self._upsert(connection, AGENTS, row)
 
@@ -264,7 +268,11 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         return found[0] if found else None
 
     async def save_variable(self, variable: Variable) -> UUID:
-        return await self._save_child(VARIABLES, checks.checked_variable(variable), "save_variable")
+        row = checks.checked_variable(variable)
+        taken = {
+            "variables_live_name_key": f"agent {row.agent_id} already has a live variable named {row.name!r}"
+        }
+        return await self._save_child(VARIABLES, row, "save_variable", messages=taken)
 
     async def delete_variable(self, tenant_id: UUID, variable_id: UUID) -> bool:
         return await self._soft_delete(VARIABLES, tenant_id, variable_id, "delete_variable")

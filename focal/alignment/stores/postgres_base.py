@@ -84,8 +84,10 @@ class PostgresConfigBase:
         if not found:
             raise NotFoundError(f"agent {agent_id} does not exist in tenant {tenant_id}")
 
-    async def _save_child(self, table: Table[Any], model: Any, operation: str) -> UUID:
-        with translate_pg_errors(operation, tenant_id=model.tenant_id):
+    async def _save_child(
+        self, table: Table[Any], model: Any, operation: str, *, messages: dict[str, str] | None = None
+    ) -> UUID:
+        with translate_pg_errors(operation, tenant_id=model.tenant_id, messages=messages):
             async with self._pool.acquire() as connection, connection.transaction():
                 await self._lock_live_agent(connection, model.tenant_id, model.agent_id)
                 return await self._upsert(connection, table, model)

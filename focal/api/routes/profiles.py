@@ -64,7 +64,8 @@ async def get_profile(profile_id: UUID, tenant_id: TenantDep, services: Services
 async def set_profile_field(
     profile_id: UUID, field_name: FieldName, body: FieldUpdate, tenant_id: TenantDep, services: ServicesDep
 ) -> ProfileField:
-    """Make ``value`` the field's current value; the previous value is kept in the history."""
+    """Make ``value`` the field's current value; the previous value is kept in the history.
+    Answers the row as stored (its ``valid_from`` is the store's, as the history shows it)."""
     profile = await _profile(services, tenant_id, profile_id)
     field = ProfileField(
         tenant_id=tenant_id,
@@ -75,8 +76,7 @@ async def set_profile_field(
         confidence=body.confidence,
         verified=body.verified,
     )
-    await services.profile_store.update_field(tenant_id, profile.id, field)
-    return field
+    return await services.profile_store.update_field(tenant_id, profile.id, field)
 
 
 @router.get("/{profile_id}/fields/{field_name}/history", response_model=ItemList[ProfileFieldOut])

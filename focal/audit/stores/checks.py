@@ -6,9 +6,9 @@ from datetime import datetime
 
 from focal.audit.models import AuditEvent, TurnRecord
 from focal.errors import InvalidDataError
-from focal.validation import check_aware, check_finite, check_int4, check_storable
+from focal.validation import check_aware, check_finite, check_int4, check_storable, check_text
 
-__all__ = ["check_event", "check_turn", "check_window"]
+__all__ = ["check_event", "check_event_filter", "check_turn", "check_window"]
 
 
 def check_turn(turn: TurnRecord) -> None:
@@ -23,6 +23,11 @@ def check_turn(turn: TurnRecord) -> None:
 def check_event(event: AuditEvent) -> None:
     check_aware(event.created_at, "AuditEvent.created_at")
     check_storable(event, "AuditEvent")
+
+
+def check_event_filter(event_type: str | None) -> None:
+    """``list_events``'s ``event_type``: text PostgreSQL can compare (no NUL, no lone surrogate)."""
+    check_text(event_type, "event_type")
 
 
 def check_window(since: datetime | None, until: datetime | None) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from uuid import UUID
 
 from focal.audit.models import AuditEvent, TurnRecord
-from focal.audit.stores.checks import check_event, check_turn, check_window
+from focal.audit.stores.checks import check_event, check_event_filter, check_turn, check_window
 from focal.audit.stores.store import AuditStore
 from focal.errors import ConflictError
 from focal.validation import check_limit, snapshot
@@ -103,6 +103,7 @@ class InMemoryAuditStore(AuditStore):
         limit: int = 100,
     ) -> list[AuditEvent]:
         check_limit(limit)
+        check_event_filter(event_type)
         events = [
             e
             for e in self._events.values()

@@ -17,10 +17,10 @@ from uuid import UUID
 import asyncpg
 
 from focal.audit.models import AuditEvent, TurnRecord
-from focal.audit.stores.checks import check_event, check_turn, check_window
+from focal.audit.stores.checks import check_event, check_event_filter, check_turn, check_window
 from focal.audit.stores.store import AuditStore
 from focal.db.translate import translate_pg_errors
-from focal.validation import check_limit
+from focal.validation import check_limit, json_text
 
 __all__ = ["PostgresAuditStore"]
 
@@ -54,7 +54,13 @@ class PostgresAuditStore(AuditStore):
     async def save_turn(self, turn: TurnRecord) -> UUID:
         check_turn(turn)
         data = turn.model_dump(mode="json", warnings=False)
-        with translate_pg_errors("save_turn", tenant_id=turn.tenant_id):
+        messages = {  # the in-memory store's words for the same conflicts
+            "turn_records_pkey": f"turn record {turn.id} already exists",
+            "turn_records_session_turn_key": (
+                f"session {turn.session_id} already has turn number {turn.turn_number}"
+            ),
+        }
+        with translate_pg_errors("save_turn", tenant_id=turn.tenant_id, messages=messages):
             await self._pool.execute(
                 f"INSERT INTO turn_records ({_TURN_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11::jsonb, "
@@ -66,7 +72,7 @@ class PostgresAuditStore(AuditStore):
                 turn.turn_number,
                 turn.user_message,
                 turn.assistant_response,
-                *(json.dumps(data[column]) for column in _TURN_JSON_COLUMNS),
+                *(json_text(data[column], f"TurnRecord.{column}") for column in _TURN_JSON_COLUMNS),
                 turn.latency_ms,
                 turn.created_at,
             )
@@ -118,7 +124,9 @@ class PostgresAuditStore(AuditStore):
 
     async def save_event(self, event: AuditEvent) -> UUID:
         check_event(event)
-        with translate_pg_errors("save_event", tenant_id=event.tenant_id):
+        with translate_pg_errors(
+            "save_event", tenant_id=event.tenant_id, duplicate=f"audit event {event.id} already exists"
+        ):
             await self._pool.execute(
                 f"INSERT INTO audit_events ({_EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7)",
                 event.id,
@@ -126,7 +134,9 @@ class PostgresAuditStore(AuditStore):
                 event.session_id,
                 event.turn_id,
                 event.event_type,
-                json.dumps(event.model_dump(mode="json", warnings=False)["event_data"]),
+                json_text(
+                    event.model_dump(mode="json", warnings=False)["event_data"], "AuditEvent.event_data"
+                ),
                 event.created_at,
             )
         return event.id
@@ -149,6 +159,7 @@ class PostgresAuditStore(AuditStore):
         limit: int = 100,
     ) -> list[AuditEvent]:
         check_limit(limit)
+        check_event_filter(event_type)
         where, arguments = _where(tenant_id, ("session_id =", session_id), ("event_type =", event_type))
         arguments.append(limit)
         with translate_pg_errors("list_events", tenant_id=tenant_id):

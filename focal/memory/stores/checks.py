@@ -14,7 +14,16 @@ from datetime import datetime
 
 from focal.errors import InvalidDataError
 from focal.memory.models import Entity, Episode, Relationship
-from focal.validation import check_aware, check_limit, check_min_score, check_vector, float32, plain_json
+from focal.validation import (
+    check_aware,
+    check_limit,
+    check_min_score,
+    check_storable,
+    check_text,
+    check_vector,
+    float32,
+    json_text,
+)
 
 MIN_TRAVERSAL_DEPTH = 1
 MAX_TRAVERSAL_DEPTH = 5
@@ -38,25 +47,35 @@ def check_episode(episode: Episode, dimensions: int) -> None:
         raise InvalidDataError("episode.embedding_model is required when embedding is set")
     check_validity_window(episode.valid_from, episode.valid_to, "episode")
     check_aware(episode.recorded_at, "episode.recorded_at")
-    plain_json(episode.metadata, "episode.metadata")
+    check_storable(episode, "episode")
+    json_text(episode.metadata, "episode.metadata")  # plain JSON: no datetime, tuple, ...
 
 
 def check_entity(entity: Entity) -> None:
     check_aware(entity.created_at, "entity.created_at")
     check_aware(entity.updated_at, "entity.updated_at")
-    plain_json(entity.attributes, "entity.attributes")
+    check_storable(entity, "entity")
+    json_text(entity.attributes, "entity.attributes")
 
 
 def check_relationship(relationship: Relationship) -> None:
     check_validity_window(relationship.valid_from, relationship.valid_to, "relationship")
-    plain_json(relationship.metadata, "relationship.metadata")
+    check_storable(relationship, "relationship")
+    json_text(relationship.metadata, "relationship.metadata")
 
 
 def check_vector_search(
-    query_embedding: Sequence[float], dimensions: int, limit: int, min_score: float, as_of: datetime | None
+    query_embedding: Sequence[float],
+    dimensions: int,
+    limit: int,
+    min_score: float,
+    as_of: datetime | None,
+    *,
+    embedding_model: str | None = None,
 ) -> None:
     """The arguments of ``vector_search_episodes`` that every backend refuses alike."""
     check_vector(query_embedding, dimensions, what="query embedding")
+    check_text(embedding_model, "embedding_model")
     check_limit(limit)
     check_min_score(min_score)
     check_aware(as_of, "as_of")
@@ -71,6 +90,7 @@ def check_max_depth(max_depth: int) -> None:
 
 def check_text_query(query: str) -> None:
     """A blank query is a caller bug, not a search; a query without any word finds nothing."""
+    check_text(query, "text search query")
     if not query.strip():
         raise InvalidDataError("text search query is empty")
 

@@ -46,7 +46,7 @@ from focal.memory.stores.checks import (
 )
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
-from focal.validation import check_aware, check_limit, cosine_similarity, float32
+from focal.validation import check_aware, check_limit, check_text, cosine_similarity, float32
 
 __all__ = ["InMemoryMemoryStore"]
 
@@ -114,7 +114,14 @@ class InMemoryMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
+        check_vector_search(
+            query_embedding,
+            self.embedding_dimensions,
+            limit,
+            min_score,
+            as_of,
+            embedding_model=embedding_model,
+        )
         scored: list[tuple[Episode, float]] = []
         for episode in self._visible_episodes(tenant_id, agent_id, customer_profile_id, as_of):
             if episode.embedding is None:
@@ -154,6 +161,7 @@ class InMemoryMemoryStore(MemoryStore):
         return [item[4].model_copy(deep=True) for item in ranked[:limit]]
 
     async def delete_by_group(self, tenant_id: UUID, group_id: str) -> int:
+        check_text(group_id, "group_id")
         doomed = [
             episode.id
             for episode in self._episodes.values()
@@ -188,6 +196,7 @@ class InMemoryMemoryStore(MemoryStore):
         limit: int = 100,
     ) -> list[Entity]:
         check_limit(limit)
+        check_text(entity_type, "entity_type")
         found = [
             entity
             for entity in self._entities.values()
@@ -223,6 +232,7 @@ class InMemoryMemoryStore(MemoryStore):
     ) -> list[Relationship]:
         check_max_depth(max_depth)
         check_aware(as_of, "as_of")
+        check_text(list(relationship_types or ()), "relationship_types")
         instant = as_of if as_of is not None else utc_now()
         types = set(relationship_types) if relationship_types is not None else None
         edges = [

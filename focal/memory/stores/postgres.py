@@ -53,7 +53,7 @@ from focal.memory.stores.checks import (
     query_terms,
 )
 from focal.memory.stores.store import MemoryStore
-from focal.validation import check_aware, check_limit
+from focal.validation import check_aware, check_limit, check_text
 
 __all__ = ["PostgresMemoryStore"]
 
@@ -125,7 +125,8 @@ class PostgresMemoryStore(MemoryStore):
 
     async def add_episode(self, episode: Episode) -> UUID:
         check_episode(episode, self.embedding_dimensions)
-        async with translate_pg_errors("add_episode", tenant_id=episode.tenant_id):
+        duplicate = f"episode {episode.id} already exists"  # the in-memory store's words
+        async with translate_pg_errors("add_episode", tenant_id=episode.tenant_id, duplicate=duplicate):
             await self._pool.execute(sql.INSERT_EPISODE, *sql.episode_values(episode))
         return episode.id
 
@@ -171,7 +172,14 @@ class PostgresMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
+        check_vector_search(
+            query_embedding,
+            self.embedding_dimensions,
+            limit,
+            min_score,
+            as_of,
+            embedding_model=embedding_model,
+        )
         scope = (tenant_id, agent_id, customer_profile_id, embedding_model, as_of)
         candidates = max(limit, self.candidate_pool)
         ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)
@@ -233,6 +241,7 @@ class PostgresMemoryStore(MemoryStore):
         return [sql.episode_from_row(row) for row in rows]
 
     async def delete_by_group(self, tenant_id: UUID, group_id: str) -> int:
+        check_text(group_id, "group_id")
         async with translate_pg_errors("delete_by_group", tenant_id=tenant_id):
             status = await self._pool.execute(sql.DELETE_BY_GROUP, tenant_id, group_id)
         return _affected_rows(status)
@@ -241,7 +250,8 @@ class PostgresMemoryStore(MemoryStore):
 
     async def add_entity(self, entity: Entity) -> UUID:
         check_entity(entity)
-        async with translate_pg_errors("add_entity", tenant_id=entity.tenant_id):
+        duplicate = f"entity {entity.id} already exists"
+        async with translate_pg_errors("add_entity", tenant_id=entity.tenant_id, duplicate=duplicate):
             await self._pool.execute(sql.INSERT_ENTITY, *sql.entity_values(entity))
         return entity.id
 
@@ -260,6 +270,7 @@ class PostgresMemoryStore(MemoryStore):
         limit: int = 100,
     ) -> list[Entity]:
         check_limit(limit)
+        check_text(entity_type, "entity_type")
         async with translate_pg_errors("get_entities", tenant_id=tenant_id):
             rows = await self._pool.fetch(
                 sql.SELECT_ENTITIES, tenant_id, agent_id, entity_type, customer_profile_id, limit
@@ -272,7 +283,19 @@ class PostgresMemoryStore(MemoryStore):
         """The composite foreign keys (tenant_id, entity id) make a missing entity, or one of
         another tenant, a ``ForeignKeyViolation``, translated to ``NotFoundError``."""
         check_relationship(relationship)
-        async with translate_pg_errors("add_relationship", tenant_id=relationship.tenant_id):
+        tenant_id = relationship.tenant_id
+        messages = {
+            "relationships_source_fkey": (
+                f"entity {relationship.source_entity_id} does not exist in tenant {tenant_id}"
+            ),
+            "relationships_target_fkey": (
+                f"entity {relationship.target_entity_id} does not exist in tenant {tenant_id}"
+            ),
+        }
+        duplicate = f"relationship {relationship.id} already exists"
+        async with translate_pg_errors(
+            "add_relationship", tenant_id=tenant_id, messages=messages, duplicate=duplicate
+        ):
             await self._pool.execute(sql.INSERT_RELATIONSHIP, *sql.relationship_values(relationship))
         return relationship.id
 
@@ -287,6 +310,7 @@ class PostgresMemoryStore(MemoryStore):
     ) -> list[Relationship]:
         check_max_depth(max_depth)
         check_aware(as_of, "as_of")
+        check_text(list(relationship_types or ()), "relationship_types")
         if not entity_ids:
             return []
         types = list(relationship_types) if relationship_types is not None else None

@@ -13,6 +13,7 @@ import asyncpg
 
 from focal.db.migrations_support import HNSW_MAX_VECTOR_DIMENSIONS
 from focal.memory.models import Entity, Episode, Relationship
+from focal.validation import json_text
 
 EPISODE_COLUMNS = (
     "id",
@@ -275,7 +276,7 @@ def episode_values(episode: Episode) -> tuple[Any, ...]:
         episode.valid_from,
         episode.valid_to,
         episode.recorded_at,
-        json.dumps(episode.metadata),
+        json_text(episode.metadata, "episode.metadata"),
     )
 
 
@@ -288,7 +289,7 @@ def entity_values(entity: Entity) -> tuple[Any, ...]:
         entity.name,
         entity.entity_type,
         entity.canonical_name,
-        json.dumps(entity.attributes),
+        json_text(entity.attributes, "entity.attributes"),
         entity.created_at,
         entity.updated_at,
     )
@@ -304,7 +305,7 @@ def relationship_values(relationship: Relationship) -> tuple[Any, ...]:
         relationship.confidence,
         relationship.valid_from,
         relationship.valid_to,
-        json.dumps(relationship.metadata),
+        json_text(relationship.metadata, "relationship.metadata"),
     )
 
 

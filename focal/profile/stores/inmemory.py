@@ -126,7 +126,7 @@ class InMemoryProfileStore(ProfileStore):
             self._insert_identity(tenant_id, profile.id, channel, channel_user_id, now)
             return self._assemble(profile)
 
-    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> None:
+    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> ProfileField:
         check_field(field, tenant_id, profile_id)
         new_row = snapshot(field)
         async with self._lock:
@@ -138,10 +138,12 @@ class InMemoryProfileStore(ProfileStore):
             if current is not None:
                 now = max(now, current.valid_from + ONE_MICROSECOND)
                 self._fields[current.id] = current.model_copy(update={"valid_to": now})
-            self._fields[new_row.id] = new_row.model_copy(
+            stored = new_row.model_copy(
                 update={"profile_id": profile.id, "valid_from": now, "valid_to": None}
             )
+            self._fields[stored.id] = stored
             self._touch(profile.id, now)
+            return snapshot(stored)
 
     async def add_asset(self, tenant_id: UUID, profile_id: UUID, asset: ProfileAsset) -> UUID:
         check_asset(asset, tenant_id, profile_id)

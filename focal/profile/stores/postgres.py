@@ -39,6 +39,7 @@ from focal.profile.stores.checks import (
     coerce_channel,
 )
 from focal.profile.stores.store import ProfileStore
+from focal.validation import json_text
 
 __all__ = ["PostgresProfileStore"]
 
@@ -207,10 +208,11 @@ class PostgresProfileStore(ProfileStore):
             updated_at=now,
         )
 
-    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> None:
+    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> ProfileField:
         check_field(field, tenant_id, profile_id)
-        value = json.dumps(field.model_dump(mode="json")["field_value"])
-        with translate_pg_errors("update_field", tenant_id=tenant_id):
+        value = json_text(field.model_dump(mode="json")["field_value"], "ProfileField.field_value")
+        duplicate = f"profile field {field.id} already exists"
+        with translate_pg_errors("update_field", tenant_id=tenant_id, duplicate=duplicate):
             async with self._pool.acquire() as connection, connection.transaction():
                 target = await self._lock_live(connection, tenant_id, profile_id)
                 now = utc_now()
@@ -226,9 +228,10 @@ class PostgresProfileStore(ProfileStore):
                     now,
                 )
                 valid_from: datetime = closed_at if closed_at is not None else now
-                await connection.execute(
+                row = await connection.fetchrow(
                     f"INSERT INTO profile_fields ({_FIELD_COLUMNS}) "
-                    "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, NULL)",
+                    "VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, NULL) "
+                    f"RETURNING {_FIELD_COLUMNS}",
                     field.id,
                     tenant_id,
                     target,
@@ -240,10 +243,14 @@ class PostgresProfileStore(ProfileStore):
                     valid_from,
                 )
                 await self._touch(connection, tenant_id, target, valid_from)
+        if row is None:  # cannot happen: INSERT ... RETURNING returns the row or raises
+            raise NotFoundError(f"profile field {field.id} was not stored")
+        return _field_from_row(row)
 
     async def add_asset(self, tenant_id: UUID, profile_id: UUID, asset: ProfileAsset) -> UUID:
         check_asset(asset, tenant_id, profile_id)
-        with translate_pg_errors("add_asset", tenant_id=tenant_id):
+        duplicate = f"profile asset {asset.id} already exists"
+        with translate_pg_errors("add_asset", tenant_id=tenant_id, duplicate=duplicate):
             async with self._pool.acquire() as connection, connection.transaction():
                 target = await self._lock_live(connection, tenant_id, profile_id)
                 await connection.execute(
@@ -254,7 +261,7 @@ class PostgresProfileStore(ProfileStore):
                     target,
                     asset.asset_type,
                     asset.asset_reference,
-                    json.dumps(asset.model_dump(mode="json")["metadata"]),
+                    json_text(asset.model_dump(mode="json")["metadata"], "ProfileAsset.metadata"),
                     asset.created_at,
                 )
                 await self._touch(connection, tenant_id, target, utc_now())
@@ -350,7 +357,8 @@ class PostgresProfileStore(ProfileStore):
         """Set (or clear, with ``None``) the profile's external id, unique per tenant."""
         if external_id is not None:
             check_external_id(external_id)
-        with translate_pg_errors("set_external_id", tenant_id=tenant_id):
+        duplicate = f"external_id {external_id!r} is used by another profile"
+        with translate_pg_errors("set_external_id", tenant_id=tenant_id, duplicate=duplicate):
             async with self._pool.acquire() as connection, connection.transaction():
                 target = await self._lock_live(connection, tenant_id, profile_id)
                 await connection.execute(

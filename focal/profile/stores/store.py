@@ -11,7 +11,8 @@ Rules every backend follows (proven by ``tests/contract/test_profile_store.py``)
 - multi-row writes (merge, update_field, delete) are all-or-nothing;
 - writes through a merged profile id act on the profile it was merged into; merging a profile that
   is already merged (as source or target) is a ``ConflictError``;
-- ``update_field`` sets the validity times itself (the new value starts when the old one ends).
+- ``update_field`` sets the validity times itself (the new value starts when the old one ends)
+  and returns the row it stored.
 """
 
 from __future__ import annotations
@@ -49,10 +50,14 @@ class ProfileStore(ABC):
         (``ConflictError`` when another profile of the tenant has it)."""
 
     @abstractmethod
-    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> None:
+    async def update_field(self, tenant_id: UUID, profile_id: UUID, field: ProfileField) -> ProfileField:
         """Make ``field`` the current value of ``field.field_name``; the previous one is closed.
         ``field.tenant_id`` and ``field.profile_id`` must match the arguments
-        (``InvalidDataError``)."""
+        (``InvalidDataError``).
+
+        Returns the row as stored: its ``valid_from`` is the moment the store recorded it (not
+        ``field.valid_from``), its ``profile_id`` the profile a merged id resolved to, and its
+        value the stored JSON, equal to what ``get_field_history`` returns for it."""
 
     @abstractmethod
     async def get_field_history(

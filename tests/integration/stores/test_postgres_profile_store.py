@@ -3,6 +3,8 @@ constraint translation, the schema of revision 0004 and its downgrade."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from uuid import UUID, uuid4
 
@@ -38,6 +40,66 @@ def make_field(tenant_id: UUID, profile_id: UUID, name: str, value: object) -> P
     return ProfileField(tenant_id=tenant_id, profile_id=profile_id, field_name=name, field_value=value)
 
 
+async def test_get_or_create_race_has_one_winner(pg_dsn: str) -> None:
+    """Every call really runs at the same time, and exactly one creates the profile.
+
+    Another transaction holds the identity (inserted, not committed), so each call reads "no
+    profile", inserts its own and then waits on the identity's unique key. Once all of them are
+    seen waiting at once, the holder rolls back: they all go for the identity together, one wins,
+    the others roll their profile back and read the winner's."""
+    calls = 8
+    pool = await create_pool(pg_dsn, min_size=calls, max_size=calls)  # warm: all connections open
+    holder, observer = await asyncpg.connect(pg_dsn), await asyncpg.connect(pg_dsn)
+    store = PostgresProfileStore(pool)
+    tenant, user = new_tenant(), f"racer-{uuid4().hex[:8]}"
+    tasks: list[asyncio.Task[CustomerProfile]] = []
+    try:
+        hold = holder.transaction()
+        await hold.start()
+        held_profile = uuid4()
+        await holder.execute(
+            "INSERT INTO customer_profiles (id, tenant_id, created_at, updated_at) "
+            "VALUES ($1, $2, now(), now())",
+            held_profile,
+            tenant,
+        )
+        await holder.execute(
+            "INSERT INTO channel_identities (id, tenant_id, profile_id, channel, channel_user_id, verified, "
+            "created_at) VALUES ($1, $2, $3, 'API', $4, false, now())",
+            uuid4(),
+            tenant,
+            held_profile,
+            user,
+        )
+        tasks += [asyncio.create_task(store.get_or_create(tenant, Channel.API, user)) for _ in range(calls)]
+        deadline = time.monotonic() + 30  # a bound, not a timing assumption: normally milliseconds
+        waiting = 0
+        while waiting < calls:
+            assert time.monotonic() < deadline, f"only {waiting} of {calls} calls ever waited together"
+            assert not any(task.done() for task in tasks), "a call finished while the identity was held"
+            waiting = await observer.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                holder.get_server_pid(),
+            )
+            await asyncio.sleep(0.01)
+        await hold.rollback()
+        results = await asyncio.gather(*tasks)
+        profiles, identities = await observer.fetchrow(
+            "SELECT (SELECT count(*) FROM customer_profiles WHERE tenant_id = $1), "
+            "(SELECT count(*) FROM channel_identities WHERE tenant_id = $1)",
+            tenant,
+        )
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for finished ones; stops the rest when an assertion failed
+        await holder.close()
+        await observer.close()
+        await pool.close()
+    assert len({profile.id for profile in results}) == 1
+    assert results[0].id != held_profile
+    assert (profiles, identities) == (1, 1)  # the losers' profiles were rolled back
+
+
 async def test_failed_merge_leaves_both_profiles_unchanged(private_pool: asyncpg.Pool) -> None:
     store = PostgresProfileStore(private_pool)
     tenant = new_tenant()
@@ -61,8 +123,11 @@ async def test_failed_merge_leaves_both_profiles_unchanged(private_pool: asyncpg
             FOR EACH ROW WHEN (NEW.merged_into_id IS NOT NULL) EXECUTE FUNCTION fail_merge();
         """
     )
-    with pytest.raises(StoreError, match="merge refused"):
+    with pytest.raises(StoreError) as refused:
         await store.merge_profiles(tenant, source.id, target.id)
+    # The driver's text stays in the cause (and the log), out of the message clients see.
+    assert "merge refused" in str(refused.value.__cause__)
+    assert str(refused.value) == "merge_profiles: unexpected database error (SQLSTATE P0001)"
     for profile_id in (source.id, target.id):
         assert await store.get_by_customer_id(tenant, profile_id) == before[profile_id]
         assert await store.get_field_history(tenant, profile_id, "email") == history_before[profile_id]
