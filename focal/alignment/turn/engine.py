@@ -46,11 +46,18 @@ from focal.alignment.turn.checks import TurnChecks
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
 from focal.alignment.turn.prompt import build_prompt
-from focal.alignment.turn.records import Reply, TurnDraft, build_events, scenario_position, scenario_state
+from focal.alignment.turn.records import (
+    Answered,
+    Reply,
+    TurnDraft,
+    build_writes,
+    matched_rules,
+    scenario_position,
+)
 from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
 from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
-from focal.audit.models import MatchedRule, TokenCounts
+from focal.audit.models import TokenCounts
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
 from focal.conversation.stores.store import SessionStore
@@ -214,35 +221,11 @@ class TurnEngine:
 
         session.turn_count = turn_number
         session.status = SessionStatus.ACTIVE
-        matched = [MatchedRule(rule_id=m.rule.id, name=m.rule.name, score=round(m.score, 4)) for m in matches]
+        answered = Answered(reply, answer_embedding, matches, outcome, memories, new_session=found is None)
 
         def build(profile_id: UUID) -> TurnWrites:
-            session.customer_profile_id = profile_id
-            record = draft.record(
-                reply.text,
-                context={
-                    "timings_ms": timer.snapshot(),
-                    "new_session": found is None,
-                    "customer_profile_id": str(profile_id),
-                    "recalled_episode_ids": [str(episode.id) for episode, _ in memories],
-                    "llm_model": reply.llm_model,
-                    "finish_reason": reply.finish_reason,
-                    "template_id": str(reply.template_id) if reply.template_id else None,
-                },
-                matched=matched,
-                scenario=scenario_state(outcome, session),
-                usage=reply.usage,
-                latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
-            )
-            return TurnWrites(
-                session=session,
-                record=record,
-                events=build_events(record, matches, outcome, reply),
-                episodes=[
-                    draft.episode(message, message_embedding, "customer", profile_id),
-                    draft.episode(reply.text, answer_embedding, "agent", profile_id),
-                ],
-            )
+            latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+            return build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
 
         # Every store's checks on every record, before the first write (see checks.py). A customer
         # seen for the first time is checked under a provisional id: no check depends on its value.
@@ -266,7 +249,7 @@ class TurnEngine:
             turn_id=draft.turn_id,
             turn_number=turn_number,
             response=reply.text,
-            matched_rules=matched,
+            matched_rules=matched_rules(matches),
             scenario=scenario_position(outcome),
             template_id=reply.template_id,
             usage=reply.usage,

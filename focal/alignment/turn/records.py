@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from focal.alignment.turn.models import ScenarioPosition
+from focal.alignment.turn.persist import TurnWrites
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
 from focal.audit.models import AuditEvent, MatchedRule, TokenCounts, TurnRecord
@@ -36,6 +37,60 @@ class Reply:
     llm_model: str | None = None
     finish_reason: str | None = None
     provider_error: ProviderError | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """How the turn was answered, and from what: the rest of what its records say."""
+
+    reply: Reply
+    answer_embedding: list[float]
+    matches: list[RuleMatch]
+    outcome: ScenarioOutcome
+    memories: list[tuple[Episode, float]]
+    new_session: bool
+
+
+def matched_rules(matches: list[RuleMatch]) -> list[MatchedRule]:
+    return [MatchedRule(rule_id=m.rule.id, name=m.rule.name, score=round(m.score, 4)) for m in matches]
+
+
+def build_writes(
+    draft: TurnDraft,
+    session: Session,
+    answered: Answered,
+    profile_id: UUID,
+    timings_ms: dict[str, float],
+    latency_ms: float,
+) -> TurnWrites:
+    """Every record of the turn, for the customer ``profile_id`` (set on ``session`` too)."""
+    reply = answered.reply
+    session.customer_profile_id = profile_id
+    record = draft.record(
+        reply.text,
+        context={
+            "timings_ms": timings_ms,
+            "new_session": answered.new_session,
+            "customer_profile_id": str(profile_id),
+            "recalled_episode_ids": [str(episode.id) for episode, _ in answered.memories],
+            "llm_model": reply.llm_model,
+            "finish_reason": reply.finish_reason,
+            "template_id": str(reply.template_id) if reply.template_id else None,
+        },
+        matched=matched_rules(answered.matches),
+        scenario=scenario_state(answered.outcome, session),
+        usage=reply.usage,
+        latency_ms=latency_ms,
+    )
+    return TurnWrites(
+        session=session,
+        record=record,
+        events=build_events(record, answered.matches, answered.outcome, reply),
+        episodes=[
+            draft.episode(draft.message, draft.message_embedding, "customer", profile_id),
+            draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
+        ],
+    )
 
 
 def build_events(
