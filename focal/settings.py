@@ -99,6 +99,10 @@ class TurnSettings(_Section):
     memory_results: int = Field(default=3, ge=0, le=1000)  # recalled episodes offered to the LLM
     memory_min_score: float = Field(default=0.1, ge=-1.0, le=1.0)
     history_turns: int = Field(default=6, ge=0, le=1000)  # last N turns sent to the LLM as history
+    # Step visits kept in Session.step_history (the latest ones; every move stays in the audit
+    # trail as a scenario_entered / step_changed event). Bounds the session a looping scenario
+    # would otherwise grow by one visit per turn, until the Redis session size cap refused it.
+    max_step_history: int = Field(default=20, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _candidates_cover_the_kept_rules(self) -> Self:

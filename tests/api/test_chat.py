@@ -233,3 +233,48 @@ async def test_concurrent_turns_on_one_session_one_gets_409(chat_api: ApiHarness
     winner = next(r.json() for r in responses if r.status_code == 200)
     turns = (await client.get(f"/v1/sessions/{first['session_id']}/turns", headers=headers)).json()["items"]
     assert [t["id"] for t in turns] == [first["turn_id"], winner["turn_id"]]
+
+
+async def test_a_tenant_id_in_the_body_is_422_and_writes_nothing_for_either_tenant(chat_api: ApiHarness):
+    """The tenant comes from the token only: a body naming another tenant is refused outright."""
+    services, tenant = chat_api.services, chat_api.tenant_id
+    agent = await load_demo_agent(services, tenant)
+    other_tenant = uuid4()
+    other_agent = await load_demo_agent(services, other_tenant)
+
+    for agent_id in (agent.id, other_agent.id):
+        response = await chat_api.client.post(
+            f"/v1/agents/{agent_id}/chat",
+            json=_body("hello", tenant_id=str(other_tenant)),
+            headers=chat_api.headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "tenant_id" in response.text
+
+    assert await _written(chat_api, agent.id) == ([], [], [], [])
+    for owner in (tenant, other_tenant):
+        assert await services.audit_store.list_turns_by_tenant(owner) == []
+        assert await services.audit_store.list_events(owner) == []
+        assert await services.profile_store.get_by_channel_identity(owner, Channel.WEB, "visitor-1") is None
+        assert await services.session_store.get_by_channel(owner, Channel.WEB, "visitor-1") is None
+    assert await services.session_store.list_by_agent(other_tenant, other_agent.id) == []
+
+
+async def test_a_message_no_store_can_keep_is_422_before_the_llm_and_writes_nothing(chat_api: ApiHarness):
+    agent = (await chat_api.client.post("/v1/agents", json={"name": "nul"}, headers=chat_api.headers)).json()
+    llm = RecordingLLM()
+    chat_api.services.llm_provider = llm
+    url = f"/v1/agents/{agent['id']}/chat"
+    first = await chat_api.client.post(url, json=_body("hello"), headers=chat_api.headers)
+    before = await _written(chat_api, UUID(agent["id"]))
+
+    response = await chat_api.client.post(url, json=_body("hello\x00again"), headers=chat_api.headers)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_data")
+    assert "NUL" in response.json()["error"]["message"]
+    assert len(llm.calls) == 1  # only the first turn reached the model
+    assert await _written(chat_api, UUID(agent["id"])) == before
+    following = await chat_api.client.post(url, json=_body("hello again"), headers=chat_api.headers)
+    assert (
+        following.json()["turn_number"] == 2 and following.json()["session_id"] == first.json()["session_id"]
+    )

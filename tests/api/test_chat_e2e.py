@@ -157,9 +157,19 @@ async def test_conversation_memory_and_failures_on_postgres_and_redis(e2e: E2E):
         is None
     )
     assert await e2e.services.session_store.get_by_channel(e2e.tenant_id, Channel.SMS, "+3300000") is None
+
+    # a message, or a model answer, that PostgreSQL cannot store: refused before anything is written
+    nul_message = await e2e.chat(agent["id"], "and for a \x00 toaster?", session_id=data["session_id"])
+    assert nul_message.status_code == 422 and "NUL" in nul_message.json()["error"]["message"]
+    e2e.vendor.enqueue(Reply(body=openai_completion("Free\x00 shipping.")))
+    nul_answer = await e2e.chat(agent["id"], "and for a toaster?", session_id=data["session_id"])
+    assert nul_answer.status_code == 502, nul_answer.text
+    assert await e2e.services.session_store.get(e2e.tenant_id, UUID(data["session_id"])) == session_before
+    assert await e2e.services.audit_store.list_events(e2e.tenant_id) == events_before
+
     turns = (await client.get(f"/v1/sessions/{data['session_id']}/turns", headers=headers)).json()["items"]
     assert [t["turn_number"] for t in turns] == [1, 2]
-    assert turns[0]["context_extracted"]["timings_ms"]["save_session"] >= 0
+    assert turns[0]["context_extracted"]["timings_ms"]["embed_answer"] >= 0
 
     # a new session for the same customer recalls the first one from PostgreSQL
     assert (await client.delete(f"/v1/sessions/{data['session_id']}", headers=headers)).status_code == 204

@@ -215,3 +215,77 @@ async def test_memory_search_vector_and_text(api: ApiHarness, agent_id: UUID) ->
     assert too_many.status_code == 422
     blank = await api.client.post(url, json={"query": "   "}, headers=api.headers)
     assert blank.status_code == 422
+
+
+@pytest.mark.parametrize("offset", [0, 1, 50])
+async def test_turns_of_an_unknown_session_are_404_at_any_offset(
+    api: ApiHarness, agent_id: UUID, offset: int
+) -> None:
+    known = await _session(api, agent_id, turns=2)
+    missing = await api.client.get(f"/v1/sessions/{uuid4()}/turns?offset={offset}", headers=api.headers)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    foreign = await api.client.get(
+        f"/v1/sessions/{known.session_id}/turns?offset={offset}", headers=bearer(uuid4())
+    )
+    assert foreign.status_code == 404
+    # A known session past its last turn is an empty page, not a 404; so is a deleted session's.
+    past_the_end = await api.client.get(
+        f"/v1/sessions/{known.session_id}/turns?offset=5", headers=api.headers
+    )
+    assert (past_the_end.status_code, past_the_end.json()["items"]) == (200, [])
+    await api.client.delete(f"/v1/sessions/{known.session_id}", headers=api.headers)
+    deleted = await api.client.get(f"/v1/sessions/{known.session_id}/turns?offset=1", headers=api.headers)
+    assert deleted.status_code == 200 and [t["turn_number"] for t in deleted.json()["items"]] == [2]
+
+
+async def test_channel_identities_are_normalised_alike_by_chat_and_profile_routes(
+    api: ApiHarness, agent_id: UUID
+) -> None:
+    client, headers = api.client, api.headers
+    chat = await client.post(
+        f"/v1/agents/{agent_id}/chat",
+        json={"channel": "WEB", "user_channel_id": "  visitor-7\t", "message": "hello"},
+        headers=headers,
+    )
+    assert chat.status_code == 200, chat.text
+    for spelling in ("visitor-7", " visitor-7 ", "\tvisitor-7\n"):
+        found = await client.get(
+            "/v1/profiles/by-channel", params={"channel": "WEB", "user_channel_id": spelling}, headers=headers
+        )
+        assert found.status_code == 200, spelling
+    profile_id = found.json()["id"]
+    assert [i["channel_user_id"] for i in found.json()["channel_identities"]] == ["visitor-7"]
+
+    linked = await client.post(
+        f"/v1/profiles/{profile_id}/channels",
+        json={"channel": "SMS", "channel_user_id": "  +4915100  "},
+        headers=headers,
+    )
+    assert linked.status_code == 200 and linked.json()["channel_user_id"] == "+4915100"
+    again = await client.post(
+        f"/v1/profiles/{profile_id}/channels",
+        json={"channel": "SMS", "channel_user_id": "+4915100"},
+        headers=headers,
+    )
+    assert again.status_code == 200 and again.json()["id"] == linked.json()["id"]  # one identity, not two
+    by_sms = await client.post(
+        f"/v1/agents/{agent_id}/chat",
+        json={"channel": "SMS", "user_channel_id": "+4915100", "message": "hi"},
+        headers=headers,
+    )
+    session = (await client.get(f"/v1/sessions/{by_sms.json()['session_id']}", headers=headers)).json()
+    assert session["customer_profile_id"] == profile_id
+
+    for blank in ("   ", ""):
+        refused = await client.get(
+            "/v1/profiles/by-channel", params={"channel": "WEB", "user_channel_id": blank}, headers=headers
+        )
+        assert refused.status_code == 422
+        link_blank = await client.post(
+            f"/v1/profiles/{profile_id}/channels",
+            json={"channel": "SMS", "channel_user_id": blank},
+            headers=headers,
+        )
+        assert link_blank.status_code == 422
+    profile = (await client.get(f"/v1/profiles/{profile_id}", headers=headers)).json()
+    assert len(profile["channel_identities"]) == 2

@@ -10,7 +10,8 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    start afresh) and must belong to the same channel identity (``InvalidDataError``). Without an id,
    ``get_by_channel`` gives the identity's latest session, reused only when it is this agent's and
    not CLOSED; otherwise a new session is opened. All of this is read-only, so a refused turn
-   writes nothing. The message is embedded once, concurrently with these reads.
+   writes nothing. The message is embedded once, concurrently with these reads; then the message
+   goes through the checks of the stores that will keep it (``checks.py``), before any LLM call.
 2. Concurrently: look the customer up (``ProfileStore.get_by_channel_identity``) then recall memory
    for them;
    the scenario move (``scenario.py``) then rule retrieval for the scenario and step the turn now
@@ -18,11 +19,14 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    the step a message leads to supplies the rules and templates of the answer (the step's question
    is what the customer should see next).
 3. Respond (``respond.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
-4. Embed the answer; create the customer's profile if they are new
-   (``ProfileStore.get_or_create``, race-safe); then persist (``persist.py``): session first under
-   its version check, then the turn record, audit events and TURN episodes. A turn that fails
-   before this point (provider error without FALLBACK, refused input) has written nothing at all,
-   not even a profile.
+   An LLM answer that no store could keep is a provider failure too (``InvalidResponseError``).
+4. Embed the answer; build every record of the turn (session, turn record, events, episodes) and
+   run every store's checks on them (``checks.py``); create the customer's profile if they are new
+   (``ProfileStore.get_or_create``, race-safe); then persist (``persist.py``): the session under
+   its version check, the turn record, then events and episodes. A turn refused before this point
+   (bad input, a record a store would refuse, provider error without FALLBACK) has written
+   nothing at all, not even a profile; ``persist.py`` says what an infrastructure failure during
+   the writes leaves behind.
 
 Two concurrent turns without a ``session_id`` for a brand-new channel identity each open their own
 session (both saves are first saves); turns naming one session serialise through its version.
@@ -34,18 +38,26 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar, cast
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from focal.alignment.models import Agent
 from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.checks import TurnChecks
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
-from focal.alignment.turn.persist import TurnWrites, append_turn, save_session_first
+from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
 from focal.alignment.turn.prompt import build_prompt
-from focal.alignment.turn.records import Reply, build_events, scenario_position, scenario_state, turn_episode
+from focal.alignment.turn.records import (
+    Answered,
+    Reply,
+    TurnDraft,
+    build_writes,
+    matched_rules,
+    scenario_position,
+)
 from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
 from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
-from focal.audit.models import MatchedRule, TokenCounts, TurnRecord
+from focal.audit.models import TokenCounts
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
 from focal.conversation.stores.store import SessionStore
@@ -103,6 +115,8 @@ class TurnEngine:
         self._llm = llm_provider
         self._embedder = embedding_provider
         self._config = config or TurnConfig()
+        self._stores = TurnStores(session_store, audit_store, memory_store)
+        self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -122,20 +136,35 @@ class TurnEngine:
         timer = StepTimer()
         message = request.normalised_message()
         embedding_model = self._embedder.model_id
+        self._checks.identity(request.channel, request.user_channel_id)
 
         with timer.measure("load_and_embed"):
             # Reads only (and the embedding, which writes nothing): a refused turn leaves no trace.
             agent, found, message_embedding = await _all_of(
                 self._load_agent(request), self._find_session(request), self._embedder.embed(message)
             )
-        session = found or Session(
+        # ``before`` is kept as read (or as opened): persist saves it back if the turn cannot be
+        # recorded. The turn works on a copy (a JSON round trip: ~10x cheaper than a deep copy).
+        before = found or Session(
             tenant_id=request.tenant_id,
             agent_id=agent.id,
             channel=request.channel,
             user_channel_id=request.user_channel_id,
             config_version=agent.current_version,
         )
+        session = Session.model_validate_json(before.model_dump_json())
         turn_number = session.turn_count + 1
+        draft = TurnDraft(
+            tenant_id=request.tenant_id,
+            agent_id=agent.id,
+            session_id=session.session_id,
+            turn_id=uuid4(),
+            turn_number=turn_number,
+            message=message,
+            message_embedding=message_embedding,
+            embedding_model=embedding_model,
+        )
+        self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
 
         async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
             # A read: a customer seen for the first time is only created once the turn succeeded.
@@ -186,67 +215,42 @@ class TurnEngine:
         record_fires(session, matches, turn_number)
 
         with timer.measure("respond"):
-            reply = await self._answer(agent, session, message, matches, outcome, memories, history)
+            reply = await self._answer(agent, session, draft, matches, outcome, memories, history)
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
+
+        session.turn_count = turn_number
+        session.status = SessionStatus.ACTIVE
+        answered = Answered(reply, answer_embedding, matches, outcome, memories, new_session=found is None)
+
+        def build(profile_id: UUID) -> TurnWrites:
+            latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
+            return build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
+
+        # Every store's checks on every record, before the first write (see checks.py). A customer
+        # seen for the first time is checked under a provisional id: no check depends on its value.
+        writes = build(profile.id if profile is not None else uuid4())
+        with timer.measure("check_records"):
+            self._checks.writes(writes)
         if profile is None:
-            # Race-safe: concurrent first turns of one identity get one profile. Created after the
-            # answer exists, so a refused or failed turn leaves no profile behind.
+            # Race-safe: concurrent first turns of one identity get one profile. Created only now,
+            # so a refused or failed turn leaves no profile behind.
             with timer.measure("create_customer"):
                 profile = await self._profile_store.get_or_create(
                     request.tenant_id, request.channel, request.user_channel_id
                 )
-        session.customer_profile_id = profile.id
+            writes = build(profile.id)
 
-        session.turn_count = turn_number
-        session.status = SessionStatus.ACTIVE
-        with timer.measure("save_session"):
-            saved = await save_session_first(self._session_store, session)
-
-        turn_id = uuid4()
-        position = scenario_position(outcome)
-        matched = [MatchedRule(rule_id=m.rule.id, name=m.rule.name, score=round(m.score, 4)) for m in matches]
-        record = TurnRecord(
-            id=turn_id,
-            tenant_id=request.tenant_id,
-            agent_id=agent.id,
-            session_id=saved.session_id,
-            turn_number=turn_number,
-            user_message=message,
-            assistant_response=reply.text,
-            context_extracted={
-                "timings_ms": timer.snapshot(),
-                "new_session": found is None,
-                "customer_profile_id": str(profile.id),
-                "recalled_episode_ids": [str(episode.id) for episode, _ in memories],
-                "llm_model": reply.llm_model,
-                "finish_reason": reply.finish_reason,
-                "template_id": str(reply.template_id) if reply.template_id else None,
-            },
-            rules_matched=matched,
-            scenario_state=scenario_state(outcome, saved),
-            token_usage=reply.usage,
-            latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
-        )
-        writes = TurnWrites(
-            record=record,
-            events=build_events(record, matches, outcome, reply),
-            episodes=[
-                turn_episode(record, profile.id, message, message_embedding, embedding_model, "customer"),
-                turn_episode(record, profile.id, reply.text, answer_embedding, embedding_model, "agent"),
-            ],
-        )
-        with timer.measure("append_records"):
-            await append_turn(self._audit_store, self._memory_store, writes)
+        saved = await persist_turn(self._stores, writes, before, timer)
 
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return TurnResult(
             session_id=saved.session_id,
-            turn_id=turn_id,
+            turn_id=draft.turn_id,
             turn_number=turn_number,
             response=reply.text,
-            matched_rules=matched,
-            scenario=position,
+            matched_rules=matched_rules(matches),
+            scenario=scenario_position(outcome),
             template_id=reply.template_id,
             usage=reply.usage,
             latency_ms=latency_ms,
@@ -311,7 +315,7 @@ class TurnEngine:
         self,
         agent: Agent,
         session: Session,
-        message: str,
+        draft: TurnDraft,
         matches: list[RuleMatch],
         outcome: ScenarioOutcome,
         memories: list[tuple[Episode, float]],
@@ -323,7 +327,7 @@ class TurnEngine:
             t = exclusive.template
             return Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
         prompt = build_prompt(
-            message,
+            draft.message,
             rule_actions=[m.rule.action_text for m in matches if not m.rule.is_hard_constraint],
             hard_constraints=[m.rule.action_text for m in matches if m.rule.is_hard_constraint],
             suggestions=await suggested_texts(catalog, matches, outcome.step, session.variables),
@@ -338,8 +342,15 @@ class TurnEngine:
                 max_tokens=agent.max_tokens,
                 temperature=agent.temperature,
             )
-            if not response.content.strip():
+            answer = response.content.strip()
+            if not answer:
                 raise InvalidResponseError("the model returned an empty answer", provider=self._llm.model_id)
+            try:
+                self._checks.answer(draft, answer)
+            except InvalidDataError as exc:  # the model's fault, not the customer's: 502 or FALLBACK
+                raise InvalidResponseError(
+                    f"the model's answer cannot be stored: {exc}", provider=self._llm.model_id
+                ) from exc
         except ProviderError as exc:
             fallback = await fallback_answer(catalog, matches, outcome.step, session.variables)
             get_logger("focal.turn").warning(
@@ -361,7 +372,7 @@ class TurnEngine:
                 provider_error=exc,
             )
         return Reply(
-            response.content.strip(),
+            answer,
             usage=TokenCounts(**response.usage.model_dump()),
             llm_model=response.model,
             finish_reason=response.finish_reason,

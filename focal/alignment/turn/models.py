@@ -29,9 +29,21 @@ MAX_MESSAGE_CHARS = 16_000
 TurnConfig = TurnSettings
 
 
+def normalise_channel_user_id(value: str) -> str:
+    """The one normal form of a channel identity (``user_channel_id`` / ``channel_user_id``):
+    surrounding whitespace removed, so " alice " and "alice" are one customer.
+
+    Chat (``TurnRequest``) and the profile routes (``focal.api.schemas.conversations
+    .ChannelUserId``) both go through this function, so a profile is found under the identity a
+    conversation created it with.
+    """
+    return value.strip()
+
+
 @dataclass(frozen=True)
 class TurnRequest:
-    """One customer message for one agent, in one tenant."""
+    """One customer message for one agent, in one tenant; ``user_channel_id`` is normalised
+    (``normalise_channel_user_id``) on construction."""
 
     tenant_id: UUID
     agent_id: UUID
@@ -40,6 +52,9 @@ class TurnRequest:
     message: str
     session_id: UUID | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_channel_id", normalise_channel_user_id(self.user_channel_id))
+
     def normalised_message(self) -> str:
         """The message stripped of surrounding whitespace; empty or oversized is bad input."""
         text = self.message.strip()
@@ -47,7 +62,7 @@ class TurnRequest:
             raise InvalidDataError("message is empty")
         if len(text) > MAX_MESSAGE_CHARS:
             raise InvalidDataError(f"message is longer than {MAX_MESSAGE_CHARS} characters")
-        if not self.user_channel_id.strip():
+        if not self.user_channel_id:
             raise InvalidDataError("user_channel_id is empty")
         return text
 

@@ -1,15 +1,25 @@
-"""Writing one turn: the session first (the version check decides who wins), then everything else.
+"""Writing one turn, in an order that never leaves half a turn behind when a write fails.
 
-Order matters. ``SessionStore.save`` is the only conditional write: it succeeds only when nobody
-else saved the session since it was read. Doing it first means a turn that loses the race raises
-``ConflictError`` before it has written anything, so the loser leaves no trace. The turn record,
-the audit events and the two TURN episodes are then written concurrently; they are unconditional
-appends with ids generated here.
+By the time this module runs, every record of the turn was built and passed the stores' checks
+(``checks.py``), so a store refusing bad data cannot happen here. What remains are conflicts and
+infrastructure failures, and the order of the writes decides what they leave behind:
 
-Everything that can fail for reasons other than storage (the LLM, embedding the answer) happens
-before this module is called, so a provider failure never leaves half a turn behind. A storage
-failure after the session save can still leave the session one turn ahead of its audit trail; that
-is logged with the turn id so an operator can see it.
+1. **The session**, under its version check. ``ConflictError`` means another writer saved it
+   since it was read (a concurrent turn won): nothing was written.
+2. **The turn record**: the turn's place in the audit trail. If it cannot be written (the database
+   is unreachable, say), the session save is undone: the session as it was before the turn is
+   saved back, under the version check. The client's retry then gets the same turn number and
+   the audit trail stays gap-free; the turn left no trace other than the session's version (and,
+   for a first-time customer, their profile, which the retry would create anyway). If the undo
+   fails too (both stores down, or another turn saved the session meanwhile) it is logged as
+   ``turn_gap`` with the turn number: the session stays one turn ahead of its audit trail.
+   If the record's number is already taken (``ConflictError``), an earlier write that reported a
+   failure had in fact committed: the session, now at that number, agrees with the trail, so it
+   is left as saved and the error is raised (409; the retry gets the next number).
+3. **Events and episodes**, concurrently, and only after the record: no event or memory ever
+   refers to a turn the audit trail lacks. The turn is recorded by now, so a failure here is not
+   undone: it is logged (``turn_append_failed``, with the turn id) and raised, and the turn's
+   events or memory may be incomplete.
 """
 
 from __future__ import annotations
@@ -19,40 +29,83 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
+from focal.alignment.turn.models import StepTimer
 from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session
 from focal.conversation.stores.store import SessionStore
+from focal.errors import ConflictError
 from focal.logging import get_logger
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
 
+_log = get_logger("focal.turn")
+
 
 @dataclass(frozen=True)
 class TurnWrites:
-    """Everything a turn appends after its session save."""
+    """Everything one turn writes: the session (the working copy) and what it appends."""
 
+    session: Session
     record: TurnRecord
     events: list[AuditEvent]
     episodes: list[Episode]
 
 
-async def save_session_first(session_store: SessionStore, session: Session) -> Session:
-    """The conditional write; ``ConflictError`` here means another turn won and nothing was written."""
-    return await session_store.save(session)
+@dataclass(frozen=True)
+class TurnStores:
+    session_store: SessionStore
+    audit_store: AuditStore
+    memory_store: MemoryStore
 
 
-async def append_turn(audit_store: AuditStore, memory_store: MemoryStore, writes: TurnWrites) -> None:
-    """Append the turn record, its events and its episodes; re-raise the first failure, after all ran."""
-    operations: list[Awaitable[Any]] = [audit_store.save_turn(writes.record)]
-    operations += [audit_store.save_event(event) for event in writes.events]
+async def persist_turn(stores: TurnStores, writes: TurnWrites, before: Session, timer: StepTimer) -> Session:
+    """Write the turn (see the module docstring); ``before`` is the session as it was before the
+    turn (for a new session: as it was opened), saved back if the turn record cannot be written.
+    Returns the saved session."""
+    with timer.measure("save_session"):
+        saved = await stores.session_store.save(writes.session)
+    with timer.measure("save_record"):
+        try:
+            await stores.audit_store.save_turn(writes.record)
+        except ConflictError:
+            raise
+        except Exception as exc:
+            await _undo_session_save(stores.session_store, before, saved, writes.record, exc)
+            raise
+    with timer.measure("append_records"):
+        await _append(stores, writes)
+    return saved
+
+
+async def _undo_session_save(
+    session_store: SessionStore, before: Session, saved: Session, record: TurnRecord, error: Exception
+) -> None:
+    context = {
+        "tenant_id": str(record.tenant_id),
+        "session_id": str(record.session_id),
+        "turn_id": str(record.id),
+        "turn_number": record.turn_number,
+        "error": repr(error),
+    }
+    try:
+        await session_store.save(before.model_copy(update={"version": saved.version}))
+    except Exception as undo_error:
+        _log.error("turn_gap", undo_error=repr(undo_error), **context)
+        return
+    _log.warning("turn_undone", **context)
+
+
+async def _append(stores: TurnStores, writes: TurnWrites) -> None:
+    """The turn's events and episodes; re-raise the first failure, after all of them ran."""
+    operations: list[Awaitable[Any]] = [stores.audit_store.save_event(event) for event in writes.events]
     if writes.episodes:
-        operations.append(memory_store.add_episodes(writes.episodes))
+        operations.append(stores.memory_store.add_episodes(writes.episodes))
     # return_exceptions: no write is left running in the background when a sibling fails.
     outcomes = await asyncio.gather(*operations, return_exceptions=True)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     if failures:
-        get_logger("focal.turn").error(
+        _log.error(
             "turn_append_failed",
             tenant_id=str(writes.record.tenant_id),
             session_id=str(writes.record.session_id),

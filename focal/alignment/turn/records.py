@@ -1,17 +1,27 @@
-"""The records one turn leaves behind: its audit events, its scenario state, its TURN episodes."""
+"""The records one turn leaves behind: its turn record, audit events, scenario state, TURN episodes.
+
+Every record is built before anything is written, so the stores' checks can refuse the turn
+while it has still changed nothing (``checks.py``). A value a model refuses at construction (a
+lone surrogate, say) is an ``InvalidDataError`` here, like any other refusal of a store.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from pydantic import ValidationError
+
 from focal.alignment.turn.models import ScenarioPosition
+from focal.alignment.turn.persist import TurnWrites
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
-from focal.audit.models import AuditEvent, TokenCounts, TurnRecord
+from focal.audit.models import AuditEvent, MatchedRule, TokenCounts, TurnRecord
 from focal.conversation.models import Session
-from focal.errors import ProviderError
+from focal.errors import InvalidDataError, ProviderError
 from focal.memory.models import Episode, EpisodeType
 
 
@@ -27,6 +37,60 @@ class Reply:
     llm_model: str | None = None
     finish_reason: str | None = None
     provider_error: ProviderError | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """How the turn was answered, and from what: the rest of what its records say."""
+
+    reply: Reply
+    answer_embedding: list[float]
+    matches: list[RuleMatch]
+    outcome: ScenarioOutcome
+    memories: list[tuple[Episode, float]]
+    new_session: bool
+
+
+def matched_rules(matches: list[RuleMatch]) -> list[MatchedRule]:
+    return [MatchedRule(rule_id=m.rule.id, name=m.rule.name, score=round(m.score, 4)) for m in matches]
+
+
+def build_writes(
+    draft: TurnDraft,
+    session: Session,
+    answered: Answered,
+    profile_id: UUID,
+    timings_ms: dict[str, float],
+    latency_ms: float,
+) -> TurnWrites:
+    """Every record of the turn, for the customer ``profile_id`` (set on ``session`` too)."""
+    reply = answered.reply
+    session.customer_profile_id = profile_id
+    record = draft.record(
+        reply.text,
+        context={
+            "timings_ms": timings_ms,
+            "new_session": answered.new_session,
+            "customer_profile_id": str(profile_id),
+            "recalled_episode_ids": [str(episode.id) for episode, _ in answered.memories],
+            "llm_model": reply.llm_model,
+            "finish_reason": reply.finish_reason,
+            "template_id": str(reply.template_id) if reply.template_id else None,
+        },
+        matched=matched_rules(answered.matches),
+        scenario=scenario_state(answered.outcome, session),
+        usage=reply.usage,
+        latency_ms=latency_ms,
+    )
+    return TurnWrites(
+        session=session,
+        record=record,
+        events=build_events(record, answered.matches, answered.outcome, reply),
+        episodes=[
+            draft.episode(draft.message, draft.message_embedding, "customer", profile_id),
+            draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
+        ],
+    )
 
 
 def build_events(
@@ -56,16 +120,17 @@ def build_events(
                 },
             )
         )
-    return [
-        AuditEvent(
-            tenant_id=record.tenant_id,
-            session_id=record.session_id,
-            turn_id=record.id,
-            event_type=event_type,
-            event_data={"turn_number": record.turn_number, **data},
-        )
-        for event_type, data in found
-    ]
+    with refused_as_invalid_data("an audit event"):
+        return [
+            AuditEvent(
+                tenant_id=record.tenant_id,
+                session_id=record.session_id,
+                turn_id=record.id,
+                event_type=event_type,
+                event_data={"turn_number": record.turn_number, **data},
+            )
+            for event_type, data in found
+        ]
 
 
 def scenario_position(outcome: ScenarioOutcome) -> ScenarioPosition | None:
@@ -80,33 +145,79 @@ def scenario_position(outcome: ScenarioOutcome) -> ScenarioPosition | None:
     )
 
 
-def scenario_state(outcome: ScenarioOutcome, saved: Session) -> dict[str, Any]:
+def scenario_state(outcome: ScenarioOutcome, session: Session) -> dict[str, Any]:
     position = scenario_position(outcome)
     return {
         "answered_from": position.model_dump(mode="json") if position else None,
-        "active_scenario_id": str(saved.active_scenario_id) if saved.active_scenario_id else None,
-        "current_step_id": str(saved.current_step_id) if saved.current_step_id else None,
+        "active_scenario_id": str(session.active_scenario_id) if session.active_scenario_id else None,
+        "current_step_id": str(session.current_step_id) if session.current_step_id else None,
         "moves": [{"event": kind, **data} for kind, data in outcome.events],
     }
 
 
-def turn_episode(
-    record: TurnRecord,
-    profile_id: UUID,
-    content: str,
-    embedding: list[float],
-    embedding_model: str,
-    role: str,
-) -> Episode:
-    return Episode(
-        tenant_id=record.tenant_id,
-        agent_id=record.agent_id,
-        customer_profile_id=profile_id,
-        session_id=record.session_id,
-        group_id=str(record.session_id),
-        content=content,
-        episode_type=EpisodeType.TURN,
-        embedding=embedding,
-        embedding_model=embedding_model,
-        metadata={"turn_id": str(record.id), "turn_number": record.turn_number, "role": role},
-    )
+@contextmanager
+def refused_as_invalid_data(what: str) -> Iterator[None]:
+    """A model that refuses a value at construction refuses the turn like a store would."""
+    try:
+        yield
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidDataError(f"{what} cannot be stored: {first['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class TurnDraft:
+    """What is fixed about a turn once its message is embedded: enough to build its records."""
+
+    tenant_id: UUID
+    agent_id: UUID
+    session_id: UUID
+    turn_id: UUID
+    turn_number: int
+    message: str
+    message_embedding: list[float]
+    embedding_model: str
+
+    def record(
+        self,
+        assistant_response: str,
+        *,
+        context: dict[str, Any] | None = None,
+        matched: list[MatchedRule] | None = None,
+        scenario: dict[str, Any] | None = None,
+        usage: TokenCounts | None = None,
+        latency_ms: float = 0.0,
+    ) -> TurnRecord:
+        with refused_as_invalid_data("the turn record"):
+            return TurnRecord(
+                id=self.turn_id,
+                tenant_id=self.tenant_id,
+                agent_id=self.agent_id,
+                session_id=self.session_id,
+                turn_number=self.turn_number,
+                user_message=self.message,
+                assistant_response=assistant_response,
+                context_extracted=context or {},
+                rules_matched=matched or [],
+                scenario_state=scenario or {},
+                token_usage=usage or TokenCounts(),
+                latency_ms=latency_ms,
+            )
+
+    def episode(
+        self, content: str, embedding: list[float] | None, role: str, profile_id: UUID | None
+    ) -> Episode:
+        """A TURN episode: what the customer said (``role="customer"``) or the answer (``"agent"``)."""
+        with refused_as_invalid_data(f"the {role} episode"):
+            return Episode(
+                tenant_id=self.tenant_id,
+                agent_id=self.agent_id,
+                customer_profile_id=profile_id,
+                session_id=self.session_id,
+                group_id=str(self.session_id),
+                content=content,
+                episode_type=EpisodeType.TURN,
+                embedding=embedding,
+                embedding_model=self.embedding_model if embedding is not None else None,
+                metadata={"turn_id": str(self.turn_id), "turn_number": self.turn_number, "role": role},
+            )

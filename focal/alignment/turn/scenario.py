@@ -6,6 +6,13 @@ current step (the best condition score above ``transition_min_score``, ties brok
 transition's priority). Every entry and move appends a ``StepVisit`` carrying the step's content
 hash, which scenario migration uses to find sessions parked on a step whose definition changed.
 
+The session keeps only the latest ``max_step_history`` visits (every turn trims it, so a session
+saved before the bound existed shrinks on its next turn): a scenario that loops would otherwise
+grow the session by one visit per turn without end. The latest visit, which gives the current
+step's hash, is always kept; every entry and move is in the audit trail as a ``scenario_entered``
+or ``step_changed`` event with the step's content hash (and, for a move, its condition). A visit's
+reason quotes at most ``MAX_REASON_CHARS`` of the transition condition.
+
 Reaching a terminal step finishes the scenario: the visit is recorded, then the session's active
 scenario and step are cleared. The turn itself is still answered from that terminal step (its
 templates and step-scoped rules apply), so the caller keeps the scenario and step of the outcome.
@@ -29,6 +36,8 @@ from focal.alignment.models import Scenario, ScenarioStep
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.models import TurnConfig
 from focal.conversation.models import Session, StepVisit
+
+MAX_REASON_CHARS = 200
 
 
 def step_content_hash(step: ScenarioStep) -> str:
@@ -81,6 +90,8 @@ def vector_norm(vector: list[float]) -> float:
 
 
 def _visit(step: ScenarioStep, turn_number: int, reason: str) -> StepVisit:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[: MAX_REASON_CHARS - 1] + "…"
     return StepVisit(
         step_id=step.id,
         step_name=step.name,
@@ -88,6 +99,12 @@ def _visit(step: ScenarioStep, turn_number: int, reason: str) -> StepVisit:
         turn_number=turn_number,
         transition_reason=reason,
     )
+
+
+def _bound_history(session: Session, config: TurnConfig) -> None:
+    excess = len(session.step_history) - config.max_step_history
+    if excess > 0:
+        del session.step_history[:excess]
 
 
 def _leave(session: Session) -> None:
@@ -120,6 +137,19 @@ async def advance_scenario(
     config: TurnConfig,
 ) -> ScenarioOutcome:
     """Decide this turn's scenario move and apply it to ``session`` (a working copy, saved later)."""
+    outcome = await _move(config_store, session, message_embedding, embedding_model, turn_number, config)
+    _bound_history(session, config)
+    return outcome
+
+
+async def _move(
+    config_store: ConfigStore,
+    session: Session,
+    message_embedding: list[float],
+    embedding_model: str,
+    turn_number: int,
+    config: TurnConfig,
+) -> ScenarioOutcome:
     outcome = ScenarioOutcome()
     if session.active_scenario_id is not None:
         scenario = await config_store.get_scenario(session.tenant_id, session.active_scenario_id)
@@ -172,7 +202,8 @@ def _follow_transition(
     if target is None:  # the model validator forbids this; kept as a guard against stored bad data
         return
     session.current_step_id = target.id
-    session.step_history.append(_visit(target, turn_number, f"transition ({score:.3f}): {condition_text}"))
+    visit = _visit(target, turn_number, f"transition ({score:.3f}): {condition_text}")
+    session.step_history.append(visit)
     outcome.step = target
     outcome.events.append(
         (
@@ -183,7 +214,9 @@ def _follow_transition(
                 "from_step_name": step.name,
                 "to_step_id": str(target.id),
                 "to_step_name": target.name,
+                "step_content_hash": visit.step_content_hash,
                 "score": round(score, 4),
+                "condition_text": condition_text,
             },
         )
     )
@@ -218,7 +251,8 @@ def _enter_best(
     session.active_scenario_id = scenario.id
     session.active_scenario_version = scenario.version
     session.current_step_id = entry.id
-    session.step_history.append(_visit(entry, turn_number, f"entered ({score:.3f})"))
+    visit = _visit(entry, turn_number, f"entered ({score:.3f})")
+    session.step_history.append(visit)
     outcome.scenario, outcome.step = scenario, entry
     outcome.events.append(
         (
@@ -229,6 +263,7 @@ def _enter_best(
                 "version": scenario.version,
                 "step_id": str(entry.id),
                 "step_name": entry.name,
+                "step_content_hash": visit.step_content_hash,
                 "score": round(score, 4),
             },
         )

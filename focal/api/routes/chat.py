@@ -8,9 +8,15 @@ mapped by ``focal.api.errors``:
 - disabled agent: 409 (the request is well-formed; the agent's state refuses it);
 - a closed ``session_id``: 409 (omit ``session_id`` to open a new session);
 - a ``session_id`` of another channel identity, an empty message or unknown fields: 422;
+- a message some store cannot keep (a NUL character, say): 422 before the LLM is called, nothing
+  written;
 - a concurrent turn on the same session that saved first: 409, and this turn left no trace;
 - the LLM provider failing after its retries with no FALLBACK template: 502 (503 when the vendor is
-  unavailable, 429 when rate limited), and nothing is saved.
+  unavailable, 429 when rate limited), and nothing is saved. An answer no store can keep counts
+  as such a failure (502).
+- a store unreachable while the turn is written: 503; ``focal/alignment/turn/persist.py`` says
+  what is left behind (at most a session save that is undone, or a recorded turn whose events or
+  memory are incomplete).
 """
 
 from __future__ import annotations
@@ -30,8 +36,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "no such agent, or session_id is not this tenant's session with this agent"},
     409: {"description": "the agent is disabled, the session is closed, or a concurrent turn saved first"},
     429: {"description": "the LLM provider rate-limited us and no FALLBACK template exists"},
-    502: {"description": "the LLM provider failed and no FALLBACK template exists; nothing was saved"},
-    503: {"description": "the LLM provider or a store is unavailable; nothing was saved"},
+    502: {"description": "the LLM failed, or gave an answer no store can keep, and no FALLBACK exists"},
+    503: {"description": "the LLM provider or a store is unavailable"},
 }
 
 

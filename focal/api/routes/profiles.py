@@ -16,6 +16,7 @@ from focal.api.schemas.common import ItemList
 from focal.api.schemas.conversations import (
     ChannelIdentityOut,
     ChannelLink,
+    ChannelUserId,
     FieldUpdate,
     ProfileFieldOut,
     ProfileMerge,
@@ -47,7 +48,7 @@ async def get_profile_by_channel(
     tenant_id: TenantDep,
     services: ServicesDep,
     channel: Channel,
-    user_channel_id: Annotated[str, Query(min_length=1, max_length=255)],
+    user_channel_id: Annotated[ChannelUserId, Query()],
 ) -> CustomerProfile:
     profile = await services.profile_store.get_by_channel_identity(tenant_id, channel, user_channel_id)
     if profile is None:

@@ -68,13 +68,16 @@ async def list_session_turns(
 ) -> TurnPage:
     """The session's turns in order (turn_number asc), kept after the session is deleted.
 
-    404 when the tenant has neither the session nor any turn of it.
+    404 when the tenant has neither the session nor any turn of it, whatever the offset; a page
+    past the last turn of a known session is empty.
     """
+    audit = services.audit_store
     session = await services.session_store.get(tenant_id, session_id)
-    turns = await services.audit_store.list_turns_by_session(
-        tenant_id, session_id, limit=limit, offset=offset
-    )
-    if session is None and not turns and offset == 0:
-        raise NotFoundError(f"session {session_id} not found")
+    turns = await audit.list_turns_by_session(tenant_id, session_id, limit=limit, offset=offset)
+    if session is None and not turns:
+        # An empty page past the end of a deleted session's trail is still a page of a known trail.
+        known = offset > 0 and bool(await audit.list_turns_by_session(tenant_id, session_id, limit=1))
+        if not known:
+            raise NotFoundError(f"session {session_id} not found")
     total = session.turn_count if session is not None else None
     return TurnPage(items=turns, total=total, limit=limit, offset=offset)

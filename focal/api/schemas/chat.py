@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from focal.alignment.turn.models import MAX_MESSAGE_CHARS, TurnResult
 from focal.api.schemas.common import RequestModel
+from focal.api.schemas.conversations import ChannelUserId
 from focal.conversation.models import Channel
 
 __all__ = ["ChatRequest", "ChatResponse", "ChatScenario", "ChatUsage", "MatchedRuleOut"]
@@ -19,7 +20,7 @@ class ChatRequest(RequestModel):
     agent continues, or a new one starts; with it, that session must be this agent's and open."""
 
     channel: Channel
-    user_channel_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+    user_channel_id: ChannelUserId
     message: Annotated[
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_MESSAGE_CHARS)
     ] = Field(

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from focal.alignment.turn.models import normalise_channel_user_id
 from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
 from focal.conversation.models import Channel, SessionStatus, StepVisit
 from focal.memory.models import EpisodeType
 from focal.profile.models import FieldSource
 
 __all__ = [
+    "MAX_CHANNEL_USER_ID_CHARS",
     "ChannelIdentityOut",
     "ChannelLink",
+    "ChannelUserId",
     "EpisodeHit",
     "FieldUpdate",
     "MemorySearch",
@@ -23,6 +26,31 @@ __all__ = [
     "ProfileMerge",
     "ProfileOut",
     "SessionOut",
+]
+
+
+MAX_CHANNEL_USER_ID_CHARS = 255
+
+
+def _channel_user_id(value: str) -> str:
+    normalised = normalise_channel_user_id(value)
+    if not 1 <= len(normalised) <= MAX_CHANNEL_USER_ID_CHARS:
+        raise ValueError(
+            f"must be 1..{MAX_CHANNEL_USER_ID_CHARS} characters once surrounding whitespace is removed"
+        )
+    return normalised
+
+
+# A customer's id on a channel, as every route takes it (chat body, profile query and body): one
+# normal form everywhere (``normalise_channel_user_id``), so they all name the same customer.
+ChannelUserId = Annotated[
+    str,
+    AfterValidator(_channel_user_id),
+    Field(
+        description="the customer's id on the channel; surrounding whitespace is removed",
+        # documented, checked after the whitespace is removed (by the validator above)
+        json_schema_extra={"minLength": 1, "maxLength": MAX_CHANNEL_USER_ID_CHARS},
+    ),
 ]
 
 
@@ -86,7 +114,7 @@ class FieldUpdate(RequestModel):
 
 class ChannelLink(RequestModel):
     channel: Channel
-    channel_user_id: str = Field(min_length=1, max_length=255)
+    channel_user_id: ChannelUserId
 
 
 class ProfileMerge(RequestModel):

@@ -28,6 +28,9 @@ from focal.memory.models import Entity, Episode, Relationship
 
 
 class MemoryStore(ABC):
+    embedding_dimensions: int
+    """The length every embedding must have; each backend sets it from its constructor."""
+
     @abstractmethod
     async def add_episode(self, episode: Episode) -> UUID: ...
 

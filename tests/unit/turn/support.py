@@ -19,14 +19,20 @@ from focal.alignment.models import (
     TemplateMode,
     Variable,
 )
+from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.stores.inmemory import InMemoryConfigStore
 from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest, TurnResult
 from focal.audit.stores.inmemory import InMemoryAuditStore
+from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Channel
 from focal.conversation.stores.inmemory import InMemorySessionStore
+from focal.conversation.stores.store import SessionStore
 from focal.errors import ProviderError
 from focal.memory.stores.inmemory import InMemoryMemoryStore
+from focal.memory.stores.store import MemoryStore
 from focal.profile.stores.inmemory import InMemoryProfileStore
+from focal.profile.stores.store import ProfileStore
+from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
 from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, TokenUsage
 
@@ -40,9 +46,16 @@ class RecordingLLM(LLMProvider):
     turns to interleave deterministically (no sleep involved).
     """
 
-    def __init__(self, *, answer: str = "An answer from the model.", fail_with: ProviderError | None = None):
+    def __init__(
+        self,
+        *,
+        answer: str = "An answer from the model.",
+        fail_with: ProviderError | None = None,
+        queued: Sequence[str] = (),
+    ):
         self.answer = answer
         self.fail_with = fail_with
+        self.queued = list(queued)  # replies given once each, in order, before ``answer``
         self.calls: list[dict[str, Any]] = []
         self.rendezvous = 0
         self._arrived = asyncio.Condition()
@@ -79,7 +92,7 @@ class RecordingLLM(LLMProvider):
         if self.fail_with is not None:
             raise self.fail_with
         return LLMResponse(
-            content=self.answer,
+            content=self.queued.pop(0) if self.queued else self.answer,
             model="recording",
             usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
             finish_reason="stop",
@@ -102,23 +115,26 @@ class StepSpec:
 
 @dataclass
 class TurnStack:
-    """In-memory stores and offline-style providers wired into a TurnEngine."""
+    """Stores (in-memory unless given) and offline-style providers wired into a TurnEngine."""
 
     llm: LLMProvider
     embedder: HashingEmbeddingProvider = field(
         default_factory=lambda: HashingEmbeddingProvider(dimensions=DIMENSIONS)
     )
-    config_store: InMemoryConfigStore = field(
+    config_store: ConfigStore = field(
         default_factory=lambda: InMemoryConfigStore(embedding_dimensions=DIMENSIONS)
     )
-    memory_store: InMemoryMemoryStore = field(
+    memory_store: MemoryStore = field(
         default_factory=lambda: InMemoryMemoryStore(embedding_dimensions=DIMENSIONS)
     )
-    session_store: InMemorySessionStore = field(default_factory=InMemorySessionStore)
-    audit_store: InMemoryAuditStore = field(default_factory=InMemoryAuditStore)
-    profile_store: InMemoryProfileStore = field(default_factory=InMemoryProfileStore)
+    session_store: SessionStore = field(default_factory=InMemorySessionStore)
+    audit_store: AuditStore = field(default_factory=InMemoryAuditStore)
+    profile_store: ProfileStore = field(default_factory=InMemoryProfileStore)
 
-    def engine(self, config: TurnConfig | None = None) -> TurnEngine:
+    def engine(
+        self, config: TurnConfig | None = None, *, embedder: EmbeddingProvider | None = None
+    ) -> TurnEngine:
+        """An engine on these stores; ``embedder`` replaces the stack's (e.g. one of another dimension)."""
         return TurnEngine(
             config_store=self.config_store,
             session_store=self.session_store,
@@ -126,7 +142,7 @@ class TurnStack:
             audit_store=self.audit_store,
             profile_store=self.profile_store,
             llm_provider=self.llm,
-            embedding_provider=self.embedder,
+            embedding_provider=embedder or self.embedder,
             config=config,
         )
 
@@ -212,6 +228,7 @@ class TurnStack:
         channel: Channel = Channel.WEB,
         session_id: UUID | None = None,
         config: TurnConfig | None = None,
+        engine: TurnEngine | None = None,
     ) -> TurnResult:
         request = TurnRequest(
             tenant_id=agent.tenant_id,
@@ -221,7 +238,27 @@ class TurnStack:
             message=message,
             session_id=session_id,
         )
-        return await self.engine(config).run(request)
+        return await (engine or self.engine(config)).run(request)
+
+    async def stored_state(self, agent: Agent, users: Sequence[str]) -> dict[str, list[Any]]:
+        """Everything any store holds for the agent's tenant (and these WEB customers), as plain
+        data: two equal states mean no store was written in between."""
+        tenant = agent.tenant_id
+        sessions = await self.session_store.list_by_agent(tenant, agent.id)
+        profiles = [await self.profile_store.get_by_channel_identity(tenant, Channel.WEB, u) for u in users]
+        turns = await self.audit_store.list_turns_by_tenant(tenant)
+        events = await self.audit_store.list_events(tenant)
+        query = await self.embedder.embed("anything at all")
+        episodes = await self.memory_store.vector_search_episodes(
+            query, tenant, agent.id, limit=1000, min_score=-1.0
+        )
+        return {
+            "sessions": [session.model_dump() for session in sessions],
+            "profiles": [profile.model_dump() if profile else None for profile in profiles],
+            "turns": sorted((turn.model_dump() for turn in turns), key=lambda t: str(t["id"])),
+            "events": sorted((event.model_dump() for event in events), key=lambda e: str(e["id"])),
+            "episodes": sorted((episode.model_dump() for episode, _ in episodes), key=lambda e: str(e["id"])),
+        }
 
 
 def step_scope(step_id: UUID) -> dict[str, Any]:

@@ -228,6 +228,27 @@ async def test_fallback_attached_to_a_matched_rule_wins_over_the_agent_one(stack
     assert (result.response, result.template_id) == ("Tracking is at /track.", attached.id)
 
 
+@pytest.mark.parametrize("answer", ["Refunds take\x00 5 days.", "Refunds take \ud83d days."])
+async def test_an_answer_no_store_can_keep_is_a_provider_failure_a_fallback_covers(
+    stack: TurnStack, tenant: UUID, answer: str
+):
+    stack.llm = RecordingLLM(queued=[answer])
+    agent = await stack.agent(tenant)
+    fallback = await stack.template(agent, "Sorry, please ask again.", TemplateMode.FALLBACK)
+
+    result = await stack.turn(agent, "how long do refunds take")
+
+    assert (result.response, result.template_id, result.turn_number) == (
+        "Sorry, please ask again.",
+        fallback.id,
+        1,
+    )
+    events = await stack.audit_store.list_events(tenant, session_id=result.session_id)
+    (provider_event,) = [e for e in events if e.event_type == "provider_error"]
+    assert provider_event.event_data["error"] == "InvalidResponseError"
+    assert "cannot be stored" in str(provider_event.event_data["message"])
+
+
 def test_render_template_never_raises():
     assert render_template("Hi {name}, {x} {{y}} {0} {", {"name": "Ann"}, {"x": 3}) == "Hi Ann, 3 {{y}} {0} {"
     assert render_template("{a}", {"a": None}, {"a": "default"}) == "default"
