@@ -26,6 +26,7 @@ from focal.errors import (
     ProviderUnavailableError,
     RateLimitError,
     SchemaVersionError,
+    StaleRevisionError,
     StoreConnectionError,
     StoreError,
 )
@@ -37,6 +38,7 @@ PARENT: dict[type[FocalError], type[Exception]] = {
     StoreConnectionError: StoreError,
     NotFoundError: StoreError,
     ConflictError: StoreError,
+    StaleRevisionError: ConflictError,
     InvalidDataError: StoreError,
     SchemaVersionError: StoreError,
     ProviderError: FocalError,

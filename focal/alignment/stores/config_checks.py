@@ -190,10 +190,12 @@ def _checked(
         data = model.model_dump(warnings=False)
         if not allow_deleted and data.get("deleted_at") is not None:
             raise InvalidDataError(f"{name}.deleted_at is set only by delete, not by save")
-        for field in _JSON_FIELDS.get(model_type, ()):
+        json_fields = _JSON_FIELDS.get(model_type, ())
+        for field in json_fields:
             data[field] = json.loads(json_text(data[field], f"{name}.{field}"))
         for field, value in data.items():
-            data[field] = _checked_scalar(name, field, value)
+            if field not in json_fields:  # a JSON value is any JSON number, not an int4 column
+                data[field] = _checked_scalar(name, field, value)
         check_no_nul(data, name)
         return model_type.model_validate(data)
     except ValidationError as exc:
