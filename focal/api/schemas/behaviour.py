@@ -7,12 +7,18 @@ Embeddings are computed by the server and never accepted or returned: responses 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field
 
-from focal.alignment.models import VARIABLE_NAME_PATTERN, Scope, TemplateMode, VariableUpdatePolicy
+from focal.alignment.models import (
+    TOOL_ID_PATTERN,
+    VARIABLE_NAME_PATTERN,
+    Scope,
+    TemplateMode,
+    VariableUpdatePolicy,
+)
 from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
 
 __all__ = [
@@ -25,13 +31,17 @@ __all__ = [
     "ToolActivationCreate",
     "ToolActivationOut",
     "ToolActivationUpdate",
+    "ToolId",
     "VariableCreate",
     "VariableOut",
     "VariableUpdate",
 ]
 
 _NAME = Field(min_length=1, max_length=255)
-_TOOL_ID = Field(min_length=1, max_length=255)
+_REVISION = Field(description="row revision, also the ETag; +1 on every change")
+
+# A tool id: a lower-case letter, then up to 63 lower-case letters, digits or underscores.
+ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN.pattern, examples=["lookup_order"])]
 
 
 class RuleCreate(RequestModel):
@@ -46,8 +56,8 @@ class RuleCreate(RequestModel):
     max_fires_per_session: int = Field(default=0, ge=0, description="0 = unlimited")
     cooldown_turns: int = Field(default=0, ge=0)
     is_hard_constraint: bool = False
-    attached_tool_ids: list[str] = Field(default_factory=list)
-    attached_template_ids: list[UUID] = Field(default_factory=list)
+    attached_tool_ids: list[ToolId] = Field(default_factory=list)
+    attached_template_ids: list[UUID] = Field(default_factory=list, description="templates of this agent")
 
 
 class RuleUpdate(RequestModel):
@@ -62,7 +72,7 @@ class RuleUpdate(RequestModel):
     max_fires_per_session: int | None = Field(default=None, ge=0)
     cooldown_turns: int | None = Field(default=None, ge=0)
     is_hard_constraint: bool | None = None
-    attached_tool_ids: list[str] | None = None
+    attached_tool_ids: list[ToolId] | None = None
     attached_template_ids: list[UUID] | None = None
 
 
@@ -83,6 +93,7 @@ class RuleOut(ResponseModel):
     attached_tool_ids: list[str]
     attached_template_ids: list[UUID]
     embedding_model: str | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
@@ -111,6 +122,7 @@ class TemplateOut(ResponseModel):
     mode: TemplateMode
     scope: Scope
     scope_id: UUID | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
@@ -120,7 +132,7 @@ class VariableCreate(RequestModel):
     description: str | None = None
     default_value: Any = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
-    resolver_tool_id: str | None = None
+    resolver_tool_id: ToolId | None = None
 
 
 class VariableUpdate(RequestModel):
@@ -130,7 +142,7 @@ class VariableUpdate(RequestModel):
     description: str | None = None
     default_value: Any = None
     update_policy: VariableUpdatePolicy | None = None
-    resolver_tool_id: str | None = None
+    resolver_tool_id: ToolId | None = None
 
 
 class VariableOut(ResponseModel):
@@ -141,12 +153,13 @@ class VariableOut(ResponseModel):
     default_value: Any
     update_policy: VariableUpdatePolicy
     resolver_tool_id: str | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
 
 class ToolActivationCreate(RequestModel):
-    tool_id: str = _TOOL_ID
+    tool_id: ToolId
     enabled: bool = True
     policy_overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -162,5 +175,6 @@ class ToolActivationOut(ResponseModel):
     tool_id: str
     enabled: bool
     policy_overrides: dict[str, Any]
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
