@@ -200,7 +200,7 @@ class ScenarioLimits:
 
     max_steps: int = 100
     max_transitions_per_step: int = 20
-    max_transitions: int = 400  # in the whole scenario
+    max_transitions: int = 200  # in the whole scenario
     max_condition_length: int = 1_000  # transition condition_text and entry_condition_text
     max_description_length: int = 2_000  # scenario and step descriptions
     max_tags: int = 32

@@ -115,6 +115,27 @@ async def test_scenarios_can_be_listed_without_transition_embeddings(config_stor
     assert without_updated_at(light) == without_updated_at(expected)
 
 
+async def test_a_scenario_can_be_read_with_the_embeddings_of_one_step_only(config_store: ConfigStore) -> None:
+    tenant = new_tenant()
+    owner = await saved_agent(config_store, tenant)
+    largest = largest_scenario(owner)
+    await config_store.save_scenario(largest)
+    current = largest.steps[7]
+    stored = await config_store.get_scenario(tenant, largest.id, embeddings_of_step=current.id)
+    assert stored is not None
+    for step, original in zip(stored.steps, largest.steps, strict=True):
+        expected = [t.condition_embedding if step.id == current.id else None for t in original.transitions]
+        assert [t.condition_embedding for t in step.transitions] == expected
+    assert stored.step(current.id) == current  # the step a turn follows a transition from, whole
+    assert stored.model_dump(exclude={"steps", "updated_at"}) == largest.model_dump(
+        exclude={"steps", "updated_at"}
+    )
+    unknown = await config_store.get_scenario(tenant, largest.id, embeddings_of_step=uuid4())
+    assert unknown is not None
+    assert all(t.condition_embedding is None for step in unknown.steps for t in step.transitions)
+    assert await config_store.get_scenario(new_tenant(), largest.id, embeddings_of_step=current.id) is None
+
+
 async def test_a_transition_without_embedding_stays_without(config_store: ConfigStore) -> None:
     tenant = new_tenant()
     owner = await saved_agent(config_store, tenant)

@@ -129,7 +129,13 @@ class ConfigStore(ABC):
     # --- scenarios: get_scenarios orders by name asc, id --------------------------------------
 
     @abstractmethod
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None: ...
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
+        """The live scenario. With ``embeddings_of_step``, only that step's transitions carry
+        their ``condition_embedding`` (the others are left empty, undecoded): all a turn needs
+        to follow a transition from the current step, at a cost independent of the scenario's
+        size."""
 
     @abstractmethod
     async def get_scenarios(

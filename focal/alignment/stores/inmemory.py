@@ -227,11 +227,14 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
 
     # --- scenarios ----------------------------------------------------------------------------
 
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None:
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
         row = self._live(self._scenarios, tenant_id, scenario_id)
         if row is None:
             return None
-        return await assembled_copy(row, self._transition_embeddings[row.id])
+        embeddings = self._transition_embeddings[row.id]
+        return await assembled_copy(row, embeddings, only_step=embeddings_of_step)
 
     async def get_scenarios(
         self,

@@ -64,12 +64,14 @@ def _copied_step(step: ScenarioStep) -> tuple[ScenarioStep, int]:
     return step.model_copy(update=fresh), size
 
 
-async def assembled_copy(stored: Scenario, embeddings: bytes | None) -> Scenario:
+async def assembled_copy(
+    stored: Scenario, embeddings: bytes | None, *, only_step: UUID | None = None
+) -> Scenario:
     """A fresh scenario from a stored one (without transition embeddings) and its packed
     embeddings (None: leave them out), built step by step like the PostgreSQL store does, so a
     large scenario never holds the event loop for long here either."""
     fields = stored.model_dump(exclude={"steps"})  # before any yield: a save may replace the row
-    return await assemble_scenario(fields, list(stored.steps), _copied_step, embeddings)
+    return await assemble_scenario(fields, list(stored.steps), _copied_step, embeddings, only_step=only_step)
 
 
 class InMemoryPlansAndActivations:

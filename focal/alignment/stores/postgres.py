@@ -210,10 +210,12 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
 
     # --- scenarios ----------------------------------------------------------------------------
 
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None:
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
         with translate_pg_errors("get_scenario", tenant_id=tenant_id):
             record = await self._pool.fetchrow(_GET_SCENARIO, tenant_id, scenario_id)
-        return None if record is None else await scenario_from_record(record)
+        return None if record is None else await scenario_from_record(record, only_step=embeddings_of_step)
 
     async def get_scenarios(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -44,11 +45,12 @@ def _step_from_json(text: str) -> tuple[ScenarioStep, int]:
     return ScenarioStep.model_validate_json(text), len(text)
 
 
-async def scenario_from_record(record: asyncpg.Record) -> Scenario:
+async def scenario_from_record(record: asyncpg.Record, *, only_step: UUID | None = None) -> Scenario:
+    """A scenario read with ``scenario_select``; ``only_step``: see ``assemble_scenario``."""
     fields: dict[str, Any] = {column: record[column] for column in _FIELDS}
     fields["tags"] = json.loads(fields["tags"])
     return await assemble_scenario(
-        fields, record["step_texts"], _step_from_json, record["transition_embeddings"]
+        fields, record["step_texts"], _step_from_json, record["transition_embeddings"], only_step=only_step
     )
 
 

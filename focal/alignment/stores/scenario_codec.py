@@ -1,7 +1,7 @@
 """Transition embeddings of a scenario in binary, and scenarios rebuilt without blocking the loop.
 
-Why: transition embeddings are nearly all of a scenario's bytes (400 transitions of 1536 floats
-are 2.4 MB as float32 but about 12 MB as JSON text). Kept inside the ``steps`` JSON they made every
+Why: transition embeddings are nearly all of a scenario's bytes (200 transitions of 1536 floats
+are 1.2 MB as float32 but about 6.5 MB as JSON text). Kept inside the ``steps`` JSON they made every
 turn parse megabytes on the event loop, stalling every other request of the process. So every
 ConfigStore backend keeps a scenario in two parts:
 
@@ -27,6 +27,7 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+from uuid import UUID
 
 from focal.alignment.models import Scenario, ScenarioStep, StepTransition, scenario_limit_errors
 from focal.alignment.stores import config_checks as checks
@@ -141,8 +142,9 @@ class _EmbeddingReader:
     def _corrupt(self, why: str) -> StoreError:
         return StoreError(f"stored transition embeddings of scenario {self._scenario_id} are corrupt: {why}")
 
-    def next(self) -> tuple[list[float] | None, int]:
-        """The next embedding (None for an empty entry) and the bytes it took."""
+    def next(self, *, decode: bool = True) -> tuple[list[float] | None, int]:
+        """The next embedding (None for an empty entry, or when not ``decode``d: skipped) and
+        the bytes decoded."""
         if self._offset + _HEADER.size > len(self._data):
             raise self._corrupt("fewer entries than transitions")
         dimensions, _ = _HEADER.unpack_from(self._data, self._offset)
@@ -151,7 +153,7 @@ class _EmbeddingReader:
         if end > len(self._data):
             raise self._corrupt("an entry is cut short")
         self._offset = end
-        if dimensions == 0:
+        if dimensions == 0 or not decode:
             return None, _HEADER.size
         return list(struct.unpack_from(f">{dimensions}f", self._data, start)), end - start
 
@@ -166,12 +168,14 @@ async def assemble_scenario(
     load_step: Callable[[S], tuple[ScenarioStep, int]],
     embeddings: bytes | None,
     *,
+    only_step: UUID | None = None,
     slicer: LoopSlicer | None = None,
 ) -> Scenario:
     """The scenario made of ``fields`` (every field but ``steps``), the steps that ``load_step``
     makes of ``step_sources`` (it returns a step without embeddings and the work it took, e.g. the
     length of the JSON it parsed) and the packed ``embeddings`` (None: leave every
-    ``condition_embedding`` empty, for callers that do not need them).
+    ``condition_embedding`` empty, for callers that do not need them; with ``only_step``, only
+    that step's transitions get theirs, the others are skipped undecoded).
 
     Yields to the event loop between slices of work (see ``LoopSlicer``).
     """
@@ -182,9 +186,10 @@ async def assemble_scenario(
         step, cost = load_step(source)
         await slicer.spend(cost)
         if reader is not None and step.transitions:
+            decode = only_step is None or step.id == only_step
             transitions: list[StepTransition] = []
             for transition in step.transitions:
-                vector, size = reader.next()
+                vector, size = reader.next(decode=decode)
                 transitions.append(transition.model_copy(update={"condition_embedding": vector}))
                 await slicer.spend(size)
             step = step.model_copy(update={"transitions": transitions})
