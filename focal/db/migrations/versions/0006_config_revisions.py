@@ -40,6 +40,14 @@ REVISIONED_TABLES = ("agents", "rules", "scenarios", "templates", "variables", "
 TOOL_ID_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
 
 
+def _transitions(step: str) -> str:
+    """SQL: the transitions array of the JSONB ``step``, or an empty array when it has none."""
+    return (
+        f"CASE WHEN jsonb_typeof({step}->'transitions') = 'array' "
+        f"THEN {step}->'transitions' ELSE '[]'::jsonb END"
+    )
+
+
 def _packed_embeddings(steps: str) -> str:
     """SQL: the bytea of the transition embeddings found in the JSONB array ``steps``."""
     return f"""COALESCE((
@@ -49,17 +57,24 @@ def _packed_embeddings(steps: str) -> str:
                  ELSE '\\x00000000'::bytea END,
             ''::bytea ORDER BY s.n, t.n)
         FROM jsonb_array_elements({steps}) WITH ORDINALITY AS s(value, n),
-             jsonb_array_elements(s.value->'transitions') WITH ORDINALITY AS t(value, n)
+             jsonb_array_elements({_transitions("s.value")}) WITH ORDINALITY AS t(value, n)
     ), ''::bytea)"""
 
 
 def _steps_without_embeddings(steps: str) -> str:
-    """SQL: the JSONB array ``steps`` with ``condition_embedding`` removed from every transition."""
+    """SQL: the JSONB array ``steps`` with ``condition_embedding`` removed from every transition
+    (steps without a transitions array are kept as they are)."""
     return f"""(
-        SELECT jsonb_agg(jsonb_set(s.value, '{{transitions}}', COALESCE((
-            SELECT jsonb_agg(t.value - 'condition_embedding' ORDER BY t.n)
-            FROM jsonb_array_elements(s.value->'transitions') WITH ORDINALITY AS t(value, n)
-        ), '[]'::jsonb)) ORDER BY s.n)
+        SELECT jsonb_agg(
+            CASE WHEN jsonb_typeof(s.value->'transitions') = 'array'
+            THEN jsonb_set(s.value, '{{transitions}}', (
+                SELECT COALESCE(jsonb_agg(
+                    CASE WHEN jsonb_typeof(t.value) = 'object'
+                         THEN t.value - 'condition_embedding' ELSE t.value END
+                    ORDER BY t.n), '[]'::jsonb)
+                FROM jsonb_array_elements(s.value->'transitions') WITH ORDINALITY AS t(value, n)
+            )) ELSE s.value END
+            ORDER BY s.n)
         FROM jsonb_array_elements({steps}) WITH ORDINALITY AS s(value, n)
     )"""
 
@@ -97,26 +112,31 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} ALTER COLUMN transition_embeddings SET STORAGE EXTERNAL")
     op.execute(
         f"UPDATE scenarios SET transition_embeddings = {_packed_embeddings('steps')}, "
-        f"steps = {_steps_without_embeddings('steps')}"
+        f"steps = {_steps_without_embeddings('steps')} "
+        "WHERE jsonb_typeof(steps) = 'array' AND jsonb_array_length(steps) > 0"
     )
     archived_steps = "scenario->'steps'"
     op.execute(
         "UPDATE scenario_archives SET "
         f"transition_embeddings = {_packed_embeddings(archived_steps)}, "
-        f"scenario = jsonb_set(scenario, '{{steps}}', {_steps_without_embeddings(archived_steps)})"
+        f"scenario = jsonb_set(scenario, '{{steps}}', {_steps_without_embeddings(archived_steps)}) "
+        f"WHERE jsonb_typeof({archived_steps}) = 'array' AND jsonb_array_length({archived_steps}) > 0"
     )
 
 
-def _embedded_steps(steps: list[dict[str, Any]], packed: bytes) -> list[dict[str, Any]]:
-    """``steps`` with each transition's ``condition_embedding`` read back from ``packed``."""
+def _embedded_steps(steps: Any, packed: bytes) -> Any:
+    """``steps`` with each transition's ``condition_embedding`` read back from ``packed`` (one
+    entry per element of every transitions array, as the upgrade wrote them)."""
     offset = 0
-    for step in steps:
-        for transition in step.get("transitions", []):
+    for step in steps if isinstance(steps, list) else ():
+        transitions = step.get("transitions") if isinstance(step, dict) else None
+        for transition in transitions if isinstance(transitions, list) else ():
             dimensions, _ = struct.unpack_from(">HH", packed, offset)
             offset += 4
             values = struct.unpack_from(f">{dimensions}f", packed, offset)
             offset += 4 * dimensions
-            transition["condition_embedding"] = list(values) if dimensions else None
+            if isinstance(transition, dict):
+                transition["condition_embedding"] = list(values) if dimensions else None
     if offset != len(packed):
         raise ValueError("transition embeddings do not match the steps; downgrade refused")
     return steps
@@ -138,6 +158,8 @@ def downgrade() -> None:
     )
     for tenant_id, scenario_id, version, snapshot, packed in archives.fetchall():
         document = json.loads(snapshot)
+        if not isinstance(document, dict) or "steps" not in document:
+            continue
         document["steps"] = _embedded_steps(document["steps"], bytes(packed))
         connection.execute(
             sa.text(
