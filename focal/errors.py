@@ -6,6 +6,7 @@
     │   ├── StoreConnectionError    backend unreachable, timed out, pool exhausted
     │   ├── NotFoundError           the thing to update does not exist (for this tenant)
     │   ├── ConflictError           unique violation, stale version, cross-tenant id clash
+    │   │   └── StaleRevisionError  an optimistic write whose expected revision is no longer stored
     │   ├── InvalidDataError        bad input: wrong vector length, limit out of range, ...
     │   └── SchemaVersionError      the database schema is behind or ahead of the code
     └── ProviderError               anything an LLM or embedding provider raises
@@ -51,6 +52,11 @@ class NotFoundError(StoreError):
 
 class ConflictError(StoreError):
     """A unique constraint, a stale optimistic version or a cross-tenant id clash."""
+
+
+class StaleRevisionError(ConflictError):
+    """A write conditioned on a revision (``expected_revision``) found another revision stored:
+    someone else saved the row since it was read. Nothing was written; re-read and retry."""
 
 
 class InvalidDataError(StoreError):

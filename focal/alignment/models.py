@@ -2,19 +2,43 @@
 
 Operators create these over the API; the ConfigStore keeps them. Enums are upper-case
 ``StrEnum`` values, matching the database CHECK constraints.
+
+Two kinds of version, not to be confused:
+
+- ``revision`` (every agent, rule, scenario, template, variable and tool activation) is the row's
+  optimistic-concurrency counter. The store keeps it: 1 when the row is created, +1 on every
+  save, whatever value the saved model carries. ``save_*(..., expected_revision=n)`` writes only
+  if the stored revision is still ``n`` (``StaleRevisionError`` otherwise); the API exposes it as
+  the ``ETag`` and honours ``If-Match``.
+- ``Agent.current_version`` and ``Scenario.version`` are *behaviour* versions that sessions record
+  (``Session.config_version``, ``active_scenario_version``) and migration plans refer to. A
+  scenario's ``version`` changes only when its flow changes and never decreases: a save that
+  would lower it is a ``ConflictError``.
+
+Scenario size is bounded (``ScenarioLimits``, checked by ``scenario_limit_errors`` when a
+scenario is saved), so loading one for a turn stays cheap for every tenant.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Self
+from typing import Any, Self
 from uuid import UUID, uuid4
 
 from pydantic import AwareDatetime, Field, JsonValue, model_validator
 
 from focal.conversation.models import Channel
 from focal.models import MAX_INT4, FocalModel, JsonDict, require_embedding_model, utc_now
+
+TOOL_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+"""Tool ids: a lower-case letter, then up to 63 lower-case letters, digits or underscores. They
+appear in URL paths (``/tools/{tool_id}``), so they never hold ``/``, spaces or other escapes."""
+
+
+def _revision() -> Any:
+    return Field(default=1, ge=1, le=MAX_INT4, description="row revision, kept by the store")
 
 
 class Scope(StrEnum):
@@ -53,6 +77,7 @@ class Agent(FocalModel):
     max_tokens: int = Field(default=1024, ge=1, le=200_000)
     enabled: bool = True
     current_version: int = Field(default=1, ge=1, le=MAX_INT4)
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
@@ -90,6 +115,7 @@ class Rule(_Scoped):
     attached_template_ids: list[UUID] = Field(default_factory=list)
     embedding: list[float] | None = None
     embedding_model: str | None = None
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
@@ -132,6 +158,7 @@ class Scenario(FocalModel):
     steps: list[ScenarioStep] = Field(min_length=1)
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
@@ -161,6 +188,67 @@ class Scenario(FocalModel):
         return next((s for s in self.steps if s.id == step_id), None)
 
 
+@dataclass(frozen=True)
+class ScenarioLimits:
+    """The largest scenario Focal accepts (``SCENARIO_LIMITS``; documented for operators).
+
+    A scenario is loaded whole on every turn of a session in it, so its size is bounded: the
+    largest one decodes in tens of milliseconds, in slices that leave the event loop free (see
+    ``benchmarks/scenario_load.py``). Checked on save (``scenario_limit_errors``), not on read, so
+    a row stored before the limits existed still loads.
+    """
+
+    max_steps: int = 100
+    max_transitions_per_step: int = 20
+    max_transitions: int = 200  # in the whole scenario
+    max_condition_length: int = 1_000  # transition condition_text and entry_condition_text
+    max_description_length: int = 2_000  # scenario and step descriptions
+    max_tags: int = 32
+    max_tag_length: int = 64
+    max_step_references: int = 32  # rule_ids, template_ids and collects_fields of one step (each)
+    max_field_name_length: int = 255  # an entry of collects_fields
+
+
+SCENARIO_LIMITS = ScenarioLimits()
+
+
+def scenario_limit_errors(scenario: Scenario, limits: ScenarioLimits = SCENARIO_LIMITS) -> list[str]:
+    """What makes ``scenario`` larger than ``limits`` (empty when it fits), one message each."""
+    errors: list[str] = []
+
+    def longer(text: str | None, limit: int, what: str) -> None:
+        if text is not None and len(text) > limit:
+            errors.append(f"{what} has {len(text)} characters, more than {limit}")
+
+    def more(items: list[Any], limit: int, what: str) -> None:
+        if len(items) > limit:
+            errors.append(f"{what} has {len(items)} entries, more than {limit}")
+
+    more(scenario.steps, limits.max_steps, "steps")
+    total = sum(len(step.transitions) for step in scenario.steps)
+    if total > limits.max_transitions:
+        errors.append(f"the scenario has {total} transitions, more than {limits.max_transitions}")
+    longer(scenario.description, limits.max_description_length, "description")
+    longer(scenario.entry_condition_text, limits.max_condition_length, "entry_condition_text")
+    more(scenario.tags, limits.max_tags, "tags")
+    for tag in scenario.tags:
+        longer(tag, limits.max_tag_length, "a tag")
+    for step in scenario.steps:
+        where = f"step {step.name!r}"
+        more(step.transitions, limits.max_transitions_per_step, f"{where} transitions")
+        longer(step.description, limits.max_description_length, f"{where} description")
+        more(step.rule_ids, limits.max_step_references, f"{where} rule_ids")
+        more(step.template_ids, limits.max_step_references, f"{where} template_ids")
+        more(step.collects_fields, limits.max_step_references, f"{where} collects_fields")
+        for name in step.collects_fields:
+            longer(name, limits.max_field_name_length, f"{where} collects_fields entry")
+        for transition in step.transitions:
+            longer(
+                transition.condition_text, limits.max_condition_length, f"{where} transition condition_text"
+            )
+    return errors
+
+
 class Template(_Scoped):
     id: UUID = Field(default_factory=uuid4)
     tenant_id: UUID
@@ -168,6 +256,7 @@ class Template(_Scoped):
     name: str = Field(min_length=1, max_length=255)
     text: str = Field(min_length=1)
     mode: TemplateMode = TemplateMode.SUGGEST
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
@@ -185,6 +274,7 @@ class Variable(FocalModel):
     default_value: JsonValue = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
     resolver_tool_id: str | None = None
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
@@ -194,9 +284,10 @@ class ToolActivation(FocalModel):
     id: UUID = Field(default_factory=uuid4)
     tenant_id: UUID
     agent_id: UUID
-    tool_id: str = Field(min_length=1, max_length=255)
+    tool_id: str = Field(pattern=TOOL_ID_PATTERN.pattern, description="see TOOL_ID_PATTERN")
     enabled: bool = True
     policy_overrides: JsonDict = Field(default_factory=dict)
+    revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
 

@@ -65,6 +65,7 @@ _CODES_BY_STATUS = {
     405: "method_not_allowed",
     406: "not_acceptable",
     409: "conflict",
+    412: "precondition_failed",  # If-Match did not admit the current revision (config PATCH)
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "validation_error",

@@ -11,7 +11,9 @@ extra work:
 - every ``/v1`` operation: 401 (and 503: a store is unavailable);
 - every operation with a request body: 400 (the body could not be decoded), 413 and 422;
 - every operation with parameters: 422;
-- every operation with a path parameter (an id): 404.
+- every operation with a path parameter (an id): 404;
+- every operation that takes ``If-Match`` (optimistic concurrency, ``focal.api.concurrency``): 412
+  with the current ``ETag``, and 409 (a concurrent change kept winning).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ _DESCRIPTIONS = {
     400: "The request body could not be decoded",
     401: "Missing, invalid or expired bearer token",
     404: "Not found (or another tenant's: indistinguishable)",
+    409: "Conflict with the stored state (e.g. a concurrent change kept winning)",
+    412: "If-Match does not admit the object's current revision (its ETag is returned)",
     413: "The request body is larger than the server's limit",
     422: "Invalid input: one message per offending field in details.errors",
     503: "A storage backend is unavailable",
@@ -85,6 +89,9 @@ def _document_operation(path: str, operation: dict[str, Any]) -> None:
         _add(responses, 422)
     if any(parameter.get("in") == "path" for parameter in parameters):
         _add(responses, 404)
+    if any(p.get("in") == "header" and p.get("name", "").lower() == "if-match" for p in parameters):
+        _add(responses, 409)
+        _add(responses, 412, {"ETag": {"description": "the current revision", "schema": {"type": "string"}}})
     for status, response in responses.items():
         if _is_error(status):
             if status == "422" and response.get("description") == "Validation Error":

@@ -89,6 +89,15 @@ def test_statuses_follow_from_what_an_operation_takes(spec: dict[str, Any]) -> N
             assert "422" in responses, name
         if any(parameter["in"] == "path" for parameter in parameters):
             assert "404" in responses, name
+        if any(p["in"] == "header" and p["name"].lower() == "if-match" for p in parameters):
+            assert {"409", "412"} <= set(responses), name
+            assert "ETag" in responses["412"]["headers"], name
+    patches_with_if_match = [
+        path
+        for path, method, operation in _operations(spec)
+        if method == "patch" and any(p["name"].lower() == "if-match" for p in operation.get("parameters", []))
+    ]
+    assert "/v1/agents/{agent_id}" in patches_with_if_match and len(patches_with_if_match) >= 5
     chat = spec["paths"]["/v1/agents/{agent_id}/chat"]["post"]["responses"]
     assert {"404", "409", "429", "502", "503"} <= set(chat)
     assert chat["409"]["description"].startswith("the agent is disabled")  # the route's own text

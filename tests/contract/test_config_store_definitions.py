@@ -12,6 +12,7 @@ import pytest
 from focal.alignment.models import Scope, StepTransition, TemplateMode, VariableUpdatePolicy
 from focal.alignment.stores.config_store import ConfigStore
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
+from focal.validation import float32
 from tests.contract.config_backends import (
     TEST_EMBEDDING_DIMENSIONS,
     activation,
@@ -31,7 +32,7 @@ from tests.support import new_tenant, normalized
 async def test_saved_scenario_reads_back_with_steps_and_embeddings(config_store: ConfigStore) -> None:
     tenant = new_tenant()
     owner = await saved_agent(config_store, tenant)
-    condition = normalized([0.3, 0.1, 0.9])
+    condition = float32(normalized([0.3, 0.1, 0.9]))  # stored as float32, like every vector
     new = scenario(
         owner,
         description="returns",
@@ -49,7 +50,7 @@ async def test_saved_scenario_reads_back_with_steps_and_embeddings(config_store:
     stored = await config_store.get_scenario(tenant, new.id)
     assert stored is not None
     assert stored.entry_embedding == pytest.approx(new.entry_embedding, abs=1e-6)
-    assert stored.steps[0].transitions[0].condition_embedding == condition  # kept exactly (JSON)
+    assert stored.steps[0].transitions[0].condition_embedding == condition
     assert without_updated_at(stored) | {"entry_embedding": None} == without_updated_at(new) | {
         "entry_embedding": None
     }
@@ -315,12 +316,13 @@ async def test_tool_activation_upserts_on_agent_and_tool(config_store: ConfigSto
 async def test_tool_activations_list_by_tool_id_delete_and_isolate(config_store: ConfigStore) -> None:
     tenant, other = new_tenant(), new_tenant()
     owner, sibling = await saved_agent(config_store, tenant), await saved_agent(config_store, tenant)
-    for tool in ("search", "crm", "Zendesk"):
+    for tool in ("search", "crm_2", "crm", "crm2"):
         await config_store.save_tool_activation(activation(owner, tool))
     await config_store.save_tool_activation(activation(sibling, "crm"))
     assert [a.tool_id for a in await config_store.get_tool_activations(tenant, owner.id)] == [
-        "Zendesk",
         "crm",
+        "crm2",
+        "crm_2",  # code point order: "2" < "_"
         "search",
     ]
     assert await config_store.get_tool_activations(other, owner.id) == []
@@ -346,7 +348,11 @@ async def test_tool_activation_errors_change_nothing(config_store: ConfigStore) 
         await config_store.save_tool_activation(activation(foreign_owner, "crm", id=crm.id))
     with pytest.raises(ConflictError):  # the id is another activation of this tenant
         await config_store.save_tool_activation(activation(owner, "search", id=crm.id))
-    for bad in ({"tool_id": ""}, {"tool_id": "t" * 256}, {"policy_overrides": {"x": float("inf")}}):
+    bad_tool_ids = ("", "t" * 65, "a/b", "Crm", "1crm", "crm-2", "crm ", "crm\n", "_crm")
+    for bad in (
+        *({"tool_id": tool_id} for tool_id in bad_tool_ids),
+        {"policy_overrides": {"x": float("inf")}},
+    ):
         with pytest.raises(InvalidDataError):
             await config_store.save_tool_activation(crm.model_copy(update=bad))
     assert [

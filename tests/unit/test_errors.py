@@ -26,6 +26,7 @@ from focal.errors import (
     ProviderUnavailableError,
     RateLimitError,
     SchemaVersionError,
+    StaleRevisionError,
     StoreConnectionError,
     StoreError,
 )
@@ -37,6 +38,7 @@ PARENT: dict[type[FocalError], type[Exception]] = {
     StoreConnectionError: StoreError,
     NotFoundError: StoreError,
     ConflictError: StoreError,
+    StaleRevisionError: ConflictError,
     InvalidDataError: StoreError,
     SchemaVersionError: StoreError,
     ProviderError: FocalError,
@@ -79,7 +81,7 @@ def test_docstring_and_module_name_the_same_classes() -> None:
 def test_store_and_provider_branches_are_disjoint() -> None:
     stores = {cls for cls in PARENT if issubclass(cls, StoreError)}
     providers = {cls for cls in PARENT if issubclass(cls, ProviderError)}
-    assert len(stores) == 6 and len(providers) == 9
+    assert len(stores) == 7 and len(providers) == 9
     assert not stores & providers
     assert not issubclass(ConfigurationError, StoreError | ProviderError)
 

@@ -20,6 +20,26 @@ Rules every backend follows (proven by ``tests/contract/test_config_store.py``):
   scenarios, templates and variables and removes its tool activations;
 - embeddings must have ``embedding_dimensions`` floats (``InvalidDataError`` otherwise);
 - ``limit`` is 1..1000 and ``offset`` >= 0 (``InvalidDataError`` otherwise).
+
+Revisions (optimistic concurrency) of agents, rules, scenarios, templates, variables and tool
+activations:
+
+- the store keeps ``revision``: 1 when a row is created, +1 on every save; the value carried by
+  the saved model is ignored;
+- ``save_*(model, expected_revision=n)`` is a conditional update, atomic with the write: it
+  writes only if a live row with this id (tool activations: this agent and tool id) exists for
+  the model's tenant (``NotFoundError`` otherwise, including another tenant's id) and its stored
+  revision is ``n`` (``StaleRevisionError``, a ``ConflictError``, otherwise; nothing is written).
+  Of concurrent saves expecting the same revision, exactly one wins;
+- ``expected_revision=None`` (the default) is the unconditional upsert described above, for
+  internal callers that own the row (the API always passes the revision it read);
+- a scenario's ``version`` never decreases: a save (conditional or not) of a version lower than
+  the stored one is a ``ConflictError`` and writes nothing.
+
+Scenarios: a save is refused (``InvalidDataError``) when the scenario exceeds
+``SCENARIO_LIMITS`` (``scenario_limit_errors``). Transition embeddings are stored in binary
+(``scenario_codec``) and come back as float32 values, like every stored vector; loading a
+scenario yields to the event loop between slices of decoding work.
 """
 
 from __future__ import annotations
@@ -60,7 +80,7 @@ class ConfigStore(ABC):
         match ``enabled_only``."""
 
     @abstractmethod
-    async def save_agent(self, agent: Agent) -> UUID: ...
+    async def save_agent(self, agent: Agent, *, expected_revision: int | None = None) -> UUID: ...
 
     @abstractmethod
     async def delete_agent(self, tenant_id: UUID, agent_id: UUID) -> bool:
@@ -83,7 +103,7 @@ class ConfigStore(ABC):
     ) -> list[Rule]: ...
 
     @abstractmethod
-    async def save_rule(self, rule: Rule) -> UUID: ...
+    async def save_rule(self, rule: Rule, *, expected_revision: int | None = None) -> UUID: ...
 
     @abstractmethod
     async def delete_rule(self, tenant_id: UUID, rule_id: UUID) -> bool: ...
@@ -109,15 +129,30 @@ class ConfigStore(ABC):
     # --- scenarios: get_scenarios orders by name asc, id --------------------------------------
 
     @abstractmethod
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None: ...
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
+        """The live scenario. With ``embeddings_of_step``, only that step's transitions carry
+        their ``condition_embedding`` (the others are left empty, undecoded): all a turn needs
+        to follow a transition from the current step, at a cost independent of the scenario's
+        size."""
 
     @abstractmethod
     async def get_scenarios(
-        self, tenant_id: UUID, agent_id: UUID, *, enabled_only: bool = True
-    ) -> list[Scenario]: ...
+        self,
+        tenant_id: UUID,
+        agent_id: UUID,
+        *,
+        enabled_only: bool = True,
+        include_transition_embeddings: bool = True,
+    ) -> list[Scenario]:
+        """The agent's live scenarios. ``include_transition_embeddings=False`` leaves every
+        transition's ``condition_embedding`` empty and skips decoding them: for callers that
+        need only entry conditions, steps and ids (e.g. choosing a scenario to enter)."""
 
     @abstractmethod
-    async def save_scenario(self, scenario: Scenario) -> UUID: ...
+    async def save_scenario(self, scenario: Scenario, *, expected_revision: int | None = None) -> UUID:
+        """Upsert ``scenario``; its ``version`` may stay or grow, never decrease (ConflictError)."""
 
     @abstractmethod
     async def delete_scenario(self, tenant_id: UUID, scenario_id: UUID) -> bool: ...
@@ -133,7 +168,7 @@ class ConfigStore(ABC):
     ) -> list[Template]: ...
 
     @abstractmethod
-    async def save_template(self, template: Template) -> UUID: ...
+    async def save_template(self, template: Template, *, expected_revision: int | None = None) -> UUID: ...
 
     @abstractmethod
     async def delete_template(self, tenant_id: UUID, template_id: UUID) -> bool: ...
@@ -150,7 +185,7 @@ class ConfigStore(ABC):
     async def get_variable_by_name(self, tenant_id: UUID, agent_id: UUID, name: str) -> Variable | None: ...
 
     @abstractmethod
-    async def save_variable(self, variable: Variable) -> UUID: ...
+    async def save_variable(self, variable: Variable, *, expected_revision: int | None = None) -> UUID: ...
 
     @abstractmethod
     async def delete_variable(self, tenant_id: UUID, variable_id: UUID) -> bool: ...
@@ -166,8 +201,13 @@ class ConfigStore(ABC):
     async def get_tool_activations(self, tenant_id: UUID, agent_id: UUID) -> list[ToolActivation]: ...
 
     @abstractmethod
-    async def save_tool_activation(self, activation: ToolActivation) -> UUID:
-        """Insert, or update the activation of the same (agent_id, tool_id); returns its id."""
+    async def save_tool_activation(
+        self, activation: ToolActivation, *, expected_revision: int | None = None
+    ) -> UUID:
+        """Insert, or update the activation of the same (agent_id, tool_id); returns its id.
+
+        With ``expected_revision`` the activation of (agent_id, tool_id) must exist with that
+        revision; its id is kept whatever ``activation.id`` says."""
 
     @abstractmethod
     async def delete_tool_activation(self, tenant_id: UUID, agent_id: UUID, tool_id: str) -> bool: ...

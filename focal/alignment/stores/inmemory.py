@@ -11,7 +11,8 @@ can be compared with it test for test. Choices where the interface is silent:
   existence) are atomic even if a future change adds an ``await`` inside them;
 - an id check comes before a name check: saving a soft-deleted row is a NotFoundError even when
   its name has been reused since (PostgreSQL's ``ON CONFLICT (id)`` decides the same way);
-- tool activations, migration plans and archives: see ``inmemory_plans``.
+- revisions: ``_check_id`` and ``_write`` under the lock make a conditional save atomic;
+- tool activations, migration plans, archives and how scenarios are kept: see ``inmemory_plans``.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from focal.alignment.models import (
     Variable,
 )
 from focal.alignment.stores import config_checks as checks
+from focal.alignment.stores import revisions
 from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
-from focal.alignment.stores.inmemory_plans import InMemoryPlansAndActivations, copy_of
+from focal.alignment.stores.inmemory_plans import InMemoryPlansAndActivations, assembled_copy, copy_of
+from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.errors import ConflictError, NotFoundError
 from focal.models import utc_now
 from focal.validation import check_limit, check_no_nul, cosine_similarity
@@ -52,9 +55,18 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
     # --- shared mechanics ---------------------------------------------------------------------
 
     @staticmethod
-    def _check_id(table: dict[UUID, _SoftDeleted], row: _SoftDeleted) -> None:
-        """Refuse an id of another tenant (ConflictError) or of a soft-deleted row (NotFoundError)."""
+    def _check_id(table: dict[UUID, _SoftDeleted], row: _SoftDeleted, expected_revision: int | None) -> None:
+        """Upsert: refuse an id of another tenant (ConflictError) or of a soft-deleted row
+        (NotFoundError). Conditional update: the row must be live in this tenant (NotFoundError)
+        at ``expected_revision`` (StaleRevisionError)."""
         existing = table.get(row.id)
+        kind = type(row).__name__
+        if expected_revision is not None:
+            if existing is None or existing.tenant_id != row.tenant_id or existing.deleted_at is not None:
+                raise revisions.missing_row(kind, row.id)
+            if existing.revision != expected_revision:
+                raise revisions.stale_revision(kind, row.id, existing.revision, expected_revision)
+            return
         if existing is not None:
             if existing.tenant_id != row.tenant_id:
                 raise ConflictError(f"{type(row).__name__} id {row.id} belongs to another tenant")
@@ -63,10 +75,12 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
 
     @staticmethod
     def _write(table: dict[UUID, _SoftDeleted], row: _SoftDeleted) -> UUID:
-        """Store ``row`` (a checked private copy) after ``_check_id``, keeping ``created_at``."""
+        """Store ``row`` (a checked private copy) after ``_check_id``, keeping ``created_at`` and
+        counting the revision."""
         existing = table.get(row.id)
         if existing is not None:
             row.created_at = existing.created_at
+        row.revision = existing.revision + 1 if existing is not None else 1
         row.updated_at = utc_now()
         table[row.id] = row
         return row.id
@@ -111,10 +125,11 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         rows.sort(key=lambda row: row.created_at, reverse=True)
         return [copy_of(row) for row in rows[offset : offset + limit]], len(rows)
 
-    async def save_agent(self, agent: Agent) -> UUID:
+    async def save_agent(self, agent: Agent, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_agent(agent)
         async with self._lock:
-            self._check_id(self._agents, row)
+            self._check_id(self._agents, row, expected)
             for other in self._agents.values():
                 if (
                     other.tenant_id == row.tenant_id
@@ -165,8 +180,10 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         rows.sort(key=lambda row: (-row.priority, row.created_at, row.id))
         return [copy_of(row) for row in rows]
 
-    async def save_rule(self, rule: Rule) -> UUID:
-        return await self._save_child(self._rules, checks.checked_rule(rule, self.embedding_dimensions))
+    async def save_rule(self, rule: Rule, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        row = checks.checked_rule(rule, self.embedding_dimensions)
+        return await self._save_child(self._rules, row, expected)
 
     async def delete_rule(self, tenant_id: UUID, rule_id: UUID) -> bool:
         async with self._lock:
@@ -210,19 +227,45 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
 
     # --- scenarios ----------------------------------------------------------------------------
 
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None:
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
         row = self._live(self._scenarios, tenant_id, scenario_id)
-        return copy_of(row) if row else None
+        if row is None:
+            return None
+        embeddings = self._transition_embeddings[row.id]
+        return await assembled_copy(row, embeddings, only_step=embeddings_of_step)
 
     async def get_scenarios(
-        self, tenant_id: UUID, agent_id: UUID, *, enabled_only: bool = True
+        self,
+        tenant_id: UUID,
+        agent_id: UUID,
+        *,
+        enabled_only: bool = True,
+        include_transition_embeddings: bool = True,
     ) -> list[Scenario]:
-        rows = self._children(self._scenarios, tenant_id, agent_id)
-        return [copy_of(row) for row in _by_name(rows) if row.enabled or not enabled_only]
+        rows = [
+            (row, self._transition_embeddings[row.id] if include_transition_embeddings else None)
+            for row in _by_name(self._children(self._scenarios, tenant_id, agent_id))
+            if row.enabled or not enabled_only
+        ]  # taken at once: each assembly below may yield to the loop, and a save may come meanwhile
+        return [await assembled_copy(row, embeddings) for row, embeddings in rows]
 
-    async def save_scenario(self, scenario: Scenario) -> UUID:
-        row = checks.checked_scenario(scenario, self.embedding_dimensions)
-        return await self._save_child(self._scenarios, row)
+    async def save_scenario(self, scenario: Scenario, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        row, embeddings = await prepared_scenario(scenario, self.embedding_dimensions)
+
+        def version_never_decreases() -> None:
+            stored = self._scenarios.get(row.id)
+            if stored is not None and stored.version > row.version:
+                raise revisions.lower_version(row.id, stored.version, row.version)
+
+        def keep_embeddings() -> None:
+            self._transition_embeddings[row.id] = embeddings
+
+        return await self._save_child(
+            self._scenarios, row, expected, before_write=version_never_decreases, after_write=keep_embeddings
+        )
 
     async def delete_scenario(self, tenant_id: UUID, scenario_id: UUID) -> bool:
         async with self._lock:
@@ -246,8 +289,9 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         ]
         return [copy_of(row) for row in _by_name(rows)]
 
-    async def save_template(self, template: Template) -> UUID:
-        return await self._save_child(self._templates, checks.checked_template(template))
+    async def save_template(self, template: Template, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        return await self._save_child(self._templates, checks.checked_template(template), expected)
 
     async def delete_template(self, tenant_id: UUID, template_id: UUID) -> bool:
         async with self._lock:
@@ -269,7 +313,8 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
                 return copy_of(row)
         return None
 
-    async def save_variable(self, variable: Variable) -> UUID:
+    async def save_variable(self, variable: Variable, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_variable(variable)
 
         def name_is_free() -> None:
@@ -279,18 +324,27 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
                         f"agent {row.agent_id} already has a live variable named {row.name!r}"
                     )
 
-        return await self._save_child(self._variables, row, before_write=name_is_free)
+        return await self._save_child(self._variables, row, expected, before_write=name_is_free)
 
     async def delete_variable(self, tenant_id: UUID, variable_id: UUID) -> bool:
         async with self._lock:
             return self._soft_delete(self._variables, tenant_id, variable_id)
 
     async def _save_child(
-        self, table: dict[UUID, _Child], row: _Child, *, before_write: Callable[[], None] | None = None
+        self,
+        table: dict[UUID, _Child],
+        row: _Child,
+        expected_revision: int | None,
+        *,
+        before_write: Callable[[], None] | None = None,
+        after_write: Callable[[], None] | None = None,
     ) -> UUID:
         async with self._lock:
             self._require_agent(row.tenant_id, row.agent_id)
-            self._check_id(table, row)
+            self._check_id(table, row, expected_revision)
             if before_write is not None:
                 before_write()
-            return self._write(table, row)
+            row_id = self._write(table, row)
+            if after_write is not None:
+                after_write()
+            return row_id

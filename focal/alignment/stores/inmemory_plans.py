@@ -7,7 +7,9 @@ variables on top. Choices (the PostgreSQL store makes the same ones):
   ConflictError;
 - ``get_migration_plan_for_versions`` returns the newest matching plan (created_at desc, id),
   as several plans (e.g. a rejected one and a new draft) may exist for the same versions;
-- migration plans and archives need no stored scenario (a plan may outlive a deleted scenario).
+- migration plans and archives need no stored scenario (a plan may outlive a deleted scenario);
+- scenarios (live and archived) are kept without transition embeddings, which are kept packed
+  (``scenario_codec``), and are rebuilt step by step on every read (``assembled_copy``).
 """
 
 from __future__ import annotations
@@ -23,16 +25,21 @@ from focal.alignment.models import (
     MigrationPlanStatus,
     Rule,
     Scenario,
+    ScenarioStep,
     Template,
     ToolActivation,
     Variable,
 )
 from focal.alignment.stores import config_checks as checks
+from focal.alignment.stores import revisions
+from focal.alignment.stores.scenario_codec import assemble_scenario, prepared_scenario
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.models import utc_now
 from focal.validation import check_int4, check_limit, check_no_nul
 
-__all__ = ["InMemoryPlansAndActivations", "copy_of"]
+__all__ = ["InMemoryPlansAndActivations", "assembled_copy", "copy_of"]
+
+_ID_BYTES = 16
 
 _SoftDeleted = TypeVar("_SoftDeleted", Agent, Rule, Scenario, Template, Variable)
 _Any = TypeVar("_Any", Agent, Rule, Scenario, Template, Variable, ToolActivation, MigrationPlan)
@@ -41,6 +48,30 @@ _Any = TypeVar("_Any", Agent, Rule, Scenario, Template, Variable, ToolActivation
 def copy_of(model: _Any) -> _Any:
     """A deep copy: callers never hold a reference to stored state."""
     return model.model_copy(deep=True)
+
+
+def _copied_step(step: ScenarioStep) -> tuple[ScenarioStep, int]:
+    """A deep copy of a stored step and the work it took for the loop slicer: about the step's
+    size (its texts and ids; the stored step has no embeddings)."""
+    size = len(step.name) + len(step.description or "") + sum(map(len, step.collects_fields))
+    size += _ID_BYTES * (1 + len(step.rule_ids) + len(step.template_ids))
+    size += sum(len(t.condition_text) + _ID_BYTES for t in step.transitions)
+    # Not model_copy(deep=True): copy.deepcopy of a step's UUIDs and strings costs ~0.3 ms a step.
+    # Every field holds immutable values or lists of them, but transitions: new lists, new
+    # transition models (whose fields are immutable; their embeddings are attached afresh).
+    fresh: dict[str, object] = {name: list(value) for name, value in step if isinstance(value, list)}
+    fresh["transitions"] = [transition.model_copy() for transition in step.transitions]
+    return step.model_copy(update=fresh), size
+
+
+async def assembled_copy(
+    stored: Scenario, embeddings: bytes | None, *, only_step: UUID | None = None
+) -> Scenario:
+    """A fresh scenario from a stored one (without transition embeddings) and its packed
+    embeddings (None: leave them out), built step by step like the PostgreSQL store does, so a
+    large scenario never holds the event loop for long here either."""
+    fields = stored.model_dump(exclude={"steps"})  # before any yield: a save may replace the row
+    return await assemble_scenario(fields, list(stored.steps), _copied_step, embeddings, only_step=only_step)
 
 
 class InMemoryPlansAndActivations:
@@ -52,12 +83,13 @@ class InMemoryPlansAndActivations:
         self.embedding_dimensions = embedding_dimensions
         self._agents: dict[UUID, Agent] = {}
         self._rules: dict[UUID, Rule] = {}
-        self._scenarios: dict[UUID, Scenario] = {}
+        self._scenarios: dict[UUID, Scenario] = {}  # without transition embeddings (scenario_codec)
+        self._transition_embeddings: dict[UUID, bytes] = {}  # packed, by scenario id
         self._templates: dict[UUID, Template] = {}
         self._variables: dict[UUID, Variable] = {}
         self._activations: dict[UUID, ToolActivation] = {}
         self._plans: dict[UUID, MigrationPlan] = {}
-        self._archives: dict[tuple[UUID, UUID, int], Scenario] = {}
+        self._archives: dict[tuple[UUID, UUID, int], tuple[Scenario, bytes]] = {}
         self._lock = asyncio.Lock()
 
     @staticmethod
@@ -95,16 +127,26 @@ class InMemoryPlansAndActivations:
         rows.sort(key=lambda row: (row.tool_id, row.id))
         return [copy_of(row) for row in rows]
 
-    async def save_tool_activation(self, activation: ToolActivation) -> UUID:
+    async def save_tool_activation(
+        self, activation: ToolActivation, *, expected_revision: int | None = None
+    ) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_tool_activation(activation)
         async with self._lock:
             self._require_agent(row.tenant_id, row.agent_id)
             existing = self._activation(row.tenant_id, row.agent_id, row.tool_id)
-            holder = self._activations.get(row.id)
-            if holder is not None and holder is not existing:
-                raise ConflictError(f"tool activation id {row.id} is already used by another activation")
+            if expected is not None:
+                if existing is None:
+                    raise revisions.missing_row("ToolActivation", row.tool_id)
+                if existing.revision != expected:
+                    raise revisions.stale_revision("ToolActivation", row.tool_id, existing.revision, expected)
+            else:
+                holder = self._activations.get(row.id)
+                if holder is not None and holder is not existing:
+                    raise ConflictError(f"tool activation id {row.id} is already used by another activation")
             if existing is not None:
                 row.id, row.created_at = existing.id, existing.created_at
+            row.revision = existing.revision + 1 if existing is not None else 1
             row.updated_at = utc_now()
             self._activations[row.id] = row
             return row.id
@@ -183,18 +225,18 @@ class InMemoryPlansAndActivations:
     # --- scenario archives --------------------------------------------------------------------
 
     async def archive_scenario_version(self, tenant_id: UUID, scenario: Scenario) -> None:
-        snapshot = checks.checked_scenario(scenario, self.embedding_dimensions, snapshot=True)
+        snapshot, embeddings = await prepared_scenario(scenario, self.embedding_dimensions, snapshot=True)
         if snapshot.tenant_id != tenant_id:
             raise InvalidDataError(f"scenario {snapshot.id} belongs to another tenant than {tenant_id}")
         key = (tenant_id, snapshot.id, snapshot.version)
         async with self._lock:
             if key in self._archives:
                 raise ConflictError(f"scenario {snapshot.id} version {snapshot.version} is already archived")
-            self._archives[key] = snapshot
+            self._archives[key] = (snapshot, embeddings)
 
     async def get_archived_scenario(
         self, tenant_id: UUID, scenario_id: UUID, version: int
     ) -> Scenario | None:
         check_int4(version, "version")
-        row = self._archives.get((tenant_id, scenario_id, version))
-        return copy_of(row) if row is not None else None
+        archived = self._archives.get((tenant_id, scenario_id, version))
+        return await assembled_copy(*archived) if archived is not None else None

@@ -12,6 +12,11 @@ Behaves exactly like ``InMemoryConfigStore`` (the contract suite runs both); how
 - a child (rule, scenario, template, variable, tool activation) is written in a transaction that
   first locks its agent row ``FOR SHARE`` and requires it live; ``delete_agent`` updates that row,
   so it waits for such a save and then soft-deletes the new child too (no orphan can slip in);
+- revisions: ``save_*(..., expected_revision=n)`` is one ``UPDATE ... WHERE revision = n``
+  (``postgres_rows.Table.update_sql``), so of concurrent writers expecting one revision exactly
+  one updates the row; a scenario's upsert and update also require ``version <= new version``;
+- scenarios keep their transition embeddings in a bytea column and are read step by step
+  (``postgres_scenarios``, ``scenario_codec``);
 - ``vector_search_rules``: see ``postgres_search``; tool activations, migration plans and
   archives: see ``postgres_plans``; shared helpers: ``postgres_base``; row mapping:
   ``postgres_rows``.
@@ -34,10 +39,13 @@ from focal.alignment.models import (
 )
 from focal.alignment.stores import config_checks as checks
 from focal.alignment.stores import postgres_search as search
+from focal.alignment.stores import revisions
 from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
 from focal.alignment.stores.postgres_base import LIVE
 from focal.alignment.stores.postgres_plans import PostgresPlansAndActivations
 from focal.alignment.stores.postgres_rows import AGENTS, RULES, SCENARIOS, TEMPLATES, VARIABLES
+from focal.alignment.stores.postgres_scenarios import scenario_from_record, scenario_select
+from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.db.translate import translate_pg_errors
 from focal.models import utc_now
 from focal.validation import check_limit, check_no_nul
@@ -45,6 +53,18 @@ from focal.validation import check_limit, check_no_nul
 __all__ = ["PostgresConfigStore"]
 
 _CHILD_TABLES = (RULES, SCENARIOS, TEMPLATES, VARIABLES)
+_GET_SCENARIO = (
+    f"SELECT {scenario_select(with_embeddings=True)} FROM scenarios "
+    f"WHERE tenant_id = $1 AND id = $2 AND {LIVE}"
+)
+_GET_SCENARIOS = {
+    with_embeddings: (
+        f"SELECT {scenario_select(with_embeddings=with_embeddings)} FROM scenarios "
+        f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
+        "AND (NOT $3::boolean OR enabled) ORDER BY name, id"
+    )
+    for with_embeddings in (True, False)
+}
 
 
 class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
@@ -83,7 +103,8 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
                 )
         return AGENTS.from_records(records), int(total)
 
-    async def save_agent(self, agent: Agent) -> UUID:
+    async def save_agent(self, agent: Agent, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_agent(agent)
         # The in-memory store's words for the same conflict (never the driver's text).
         taken = {
@@ -91,7 +112,7 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         }
         with translate_pg_errors("save_agent", tenant_id=row.tenant_id, messages=taken):
             async with self._pool.acquire() as connection:
-                return await self._upsert(connection, AGENTS, row)
+                return await self._upsert(connection, AGENTS, row, expected_revision=expected)
 
     async def delete_agent(self, tenant_id: UUID, agent_id: UUID) -> bool:
         now = utc_now()
@@ -143,10 +164,10 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         args = (tenant_id, agent_id, wanted_scope, scope_id, enabled_only)
         return await self._fetch(RULES, sql, *args, operation="get_rules", tenant_id=tenant_id)
 
-    async def save_rule(self, rule: Rule) -> UUID:
-        return await self._save_child(
-            RULES, checks.checked_rule(rule, self.embedding_dimensions), "save_rule"
-        )
+    async def save_rule(self, rule: Rule, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        row = checks.checked_rule(rule, self.embedding_dimensions)
+        return await self._save_child(RULES, row, "save_rule", expected_revision=expected)
 
     async def delete_rule(self, tenant_id: UUID, rule_id: UUID) -> bool:
         return await self._soft_delete(RULES, tenant_id, rule_id, "delete_rule")
@@ -193,24 +214,36 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
 
     # --- scenarios ----------------------------------------------------------------------------
 
-    async def get_scenario(self, tenant_id: UUID, scenario_id: UUID) -> Scenario | None:
-        scenario: Scenario | None = await self._get_live(SCENARIOS, tenant_id, scenario_id, "get_scenario")
-        return scenario
+    async def get_scenario(
+        self, tenant_id: UUID, scenario_id: UUID, *, embeddings_of_step: UUID | None = None
+    ) -> Scenario | None:
+        with translate_pg_errors("get_scenario", tenant_id=tenant_id):
+            record = await self._pool.fetchrow(_GET_SCENARIO, tenant_id, scenario_id)
+        return None if record is None else await scenario_from_record(record, only_step=embeddings_of_step)
 
     async def get_scenarios(
-        self, tenant_id: UUID, agent_id: UUID, *, enabled_only: bool = True
+        self,
+        tenant_id: UUID,
+        agent_id: UUID,
+        *,
+        enabled_only: bool = True,
+        include_transition_embeddings: bool = True,
     ) -> list[Scenario]:
-        sql = (
-            f"SELECT {SCENARIOS.select_list} FROM scenarios "
-            f"WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} "
-            "AND (NOT $3::boolean OR enabled) ORDER BY name, id"
-        )
-        args = (tenant_id, agent_id, enabled_only)
-        return await self._fetch(SCENARIOS, sql, *args, operation="get_scenarios", tenant_id=tenant_id)
+        sql = _GET_SCENARIOS[bool(include_transition_embeddings)]
+        with translate_pg_errors("get_scenarios", tenant_id=tenant_id):
+            records = await self._pool.fetch(sql, tenant_id, agent_id, enabled_only)
+        return [await scenario_from_record(record) for record in records]
 
-    async def save_scenario(self, scenario: Scenario) -> UUID:
-        row = checks.checked_scenario(scenario, self.embedding_dimensions)
-        return await self._save_child(SCENARIOS, row, "save_scenario")
+    async def save_scenario(self, scenario: Scenario, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        row, embeddings = await prepared_scenario(scenario, self.embedding_dimensions)
+        return await self._save_child(
+            SCENARIOS,
+            row,
+            "save_scenario",
+            expected_revision=expected,
+            extra={"transition_embeddings": embeddings},
+        )
 
     async def delete_scenario(self, tenant_id: UUID, scenario_id: UUID) -> bool:
         return await self._soft_delete(SCENARIOS, tenant_id, scenario_id, "delete_scenario")
@@ -234,8 +267,10 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         args = (tenant_id, agent_id, wanted_scope, scope_id)
         return await self._fetch(TEMPLATES, sql, *args, operation="get_templates", tenant_id=tenant_id)
 
-    async def save_template(self, template: Template) -> UUID:
-        return await self._save_child(TEMPLATES, checks.checked_template(template), "save_template")
+    async def save_template(self, template: Template, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
+        row = checks.checked_template(template)
+        return await self._save_child(TEMPLATES, row, "save_template", expected_revision=expected)
 
     async def delete_template(self, tenant_id: UUID, template_id: UUID) -> bool:
         return await self._soft_delete(TEMPLATES, tenant_id, template_id, "delete_template")
@@ -267,12 +302,15 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
         )
         return found[0] if found else None
 
-    async def save_variable(self, variable: Variable) -> UUID:
+    async def save_variable(self, variable: Variable, *, expected_revision: int | None = None) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_variable(variable)
         taken = {
             "variables_live_name_key": f"agent {row.agent_id} already has a live variable named {row.name!r}"
         }
-        return await self._save_child(VARIABLES, row, "save_variable", messages=taken)
+        return await self._save_child(
+            VARIABLES, row, "save_variable", messages=taken, expected_revision=expected
+        )
 
     async def delete_variable(self, tenant_id: UUID, variable_id: UUID) -> bool:
         return await self._soft_delete(VARIABLES, tenant_id, variable_id, "delete_variable")

@@ -5,8 +5,11 @@ Choices (the in-memory store makes the same ones):
   activation keeps its id and ``created_at``. An id already used by a different activation (of
   any tenant) is a ConflictError: the primary key refuses it even under concurrent writes;
 - ``get_migration_plan_for_versions`` returns the newest matching plan (created_at desc, id);
-- archives are JSONB snapshots keyed (tenant_id, scenario_id, version); a second archive of a
-  version is a ConflictError.
+- archives are JSONB snapshots keyed (tenant_id, scenario_id, version), their transition
+  embeddings in a bytea like the live row's (``scenario_codec``); a second archive of a version
+  is a ConflictError;
+- ``save_tool_activation(..., expected_revision=n)`` is one ``UPDATE ... WHERE revision = n`` on
+  the (tenant_id, agent_id, tool_id) row.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from uuid import UUID
 
 from focal.alignment.models import MigrationPlan, MigrationPlanStatus, Scenario, ToolActivation
 from focal.alignment.stores import config_checks as checks
-from focal.alignment.stores.postgres_base import PostgresConfigBase
-from focal.alignment.stores.postgres_rows import MIGRATION_PLANS, TOOL_ACTIVATIONS
+from focal.alignment.stores import revisions
+from focal.alignment.stores.postgres_base import Connection, PostgresConfigBase
+from focal.alignment.stores.postgres_rows import MIGRATION_PLANS, STEP_EMBEDDINGS, TOOL_ACTIVATIONS
+from focal.alignment.stores.postgres_scenarios import ARCHIVE_SELECT, archived_scenario_from_record
+from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.db.translate import translate_pg_errors
 from focal.errors import ConflictError, InvalidDataError
 from focal.models import utc_now
@@ -28,7 +34,13 @@ _ACTIVATION_PLACEHOLDERS = ", ".join(f"${n}" for n in range(1, len(TOOL_ACTIVATI
 _UPSERT_ACTIVATION_SQL = (
     f"INSERT INTO tool_activations AS t ({TOOL_ACTIVATIONS.select_list}) VALUES ({_ACTIVATION_PLACEHOLDERS}) "
     "ON CONFLICT (tenant_id, agent_id, tool_id) DO UPDATE SET enabled = EXCLUDED.enabled, "
-    "policy_overrides = EXCLUDED.policy_overrides, updated_at = EXCLUDED.updated_at RETURNING t.id"
+    "policy_overrides = EXCLUDED.policy_overrides, updated_at = EXCLUDED.updated_at, "
+    "revision = t.revision + 1 RETURNING t.id"
+)
+_UPDATE_ACTIVATION_SQL = (
+    "UPDATE tool_activations AS t SET enabled = $1, policy_overrides = $2, updated_at = $3, "
+    "revision = t.revision + 1 WHERE tenant_id = $4 AND agent_id = $5 AND tool_id = $6 AND revision = $7 "
+    "RETURNING t.id"
 )
 _ACTIVATIONS = (
     f"SELECT {TOOL_ACTIVATIONS.select_list} FROM tool_activations WHERE tenant_id = $1 AND agent_id = $2"
@@ -60,12 +72,18 @@ class PostgresPlansAndActivations(PostgresConfigBase):
             TOOL_ACTIVATIONS, sql, tenant_id, agent_id, operation="get_tool_activations", tenant_id=tenant_id
         )
 
-    async def save_tool_activation(self, activation: ToolActivation) -> UUID:
+    async def save_tool_activation(
+        self, activation: ToolActivation, *, expected_revision: int | None = None
+    ) -> UUID:
+        expected = revisions.checked_expected_revision(expected_revision)
         row = checks.checked_tool_activation(activation)
         row.updated_at = utc_now()
+        row.revision = 1  # what an insert writes; an update increments the stored revision
         with translate_pg_errors("save_tool_activation", tenant_id=row.tenant_id):
             async with self._pool.acquire() as connection, connection.transaction():
                 await self._lock_live_agent(connection, row.tenant_id, row.agent_id)
+                if expected is not None:
+                    return await self._update_activation(connection, row, expected)
                 holder = await connection.fetchrow(
                     "SELECT tenant_id, agent_id, tool_id FROM tool_activations WHERE id = $1", row.id
                 )
@@ -75,6 +93,23 @@ class PostgresPlansAndActivations(PostgresConfigBase):
                     _UPSERT_ACTIVATION_SQL, *TOOL_ACTIVATIONS.values(row)
                 )
                 return row_id
+
+    @staticmethod
+    async def _update_activation(connection: Connection, row: ToolActivation, expected: int) -> UUID:
+        overrides = TOOL_ACTIVATIONS.values(row)[TOOL_ACTIVATIONS.columns.index("policy_overrides")]
+        key = (row.tenant_id, row.agent_id, row.tool_id)
+        row_id: UUID | None = await connection.fetchval(
+            _UPDATE_ACTIVATION_SQL, row.enabled, overrides, row.updated_at, *key, expected
+        )
+        if row_id is not None:
+            return row_id
+        stored = await connection.fetchval(
+            "SELECT revision FROM tool_activations WHERE tenant_id = $1 AND agent_id = $2 AND tool_id = $3",
+            *key,
+        )
+        if stored is None:
+            raise revisions.missing_row("ToolActivation", row.tool_id)
+        raise revisions.stale_revision("ToolActivation", row.tool_id, stored, expected)
 
     async def delete_tool_activation(self, tenant_id: UUID, agent_id: UUID, tool_id: str) -> bool:
         check_no_nul(tool_id, "tool_id")
@@ -151,17 +186,19 @@ class PostgresPlansAndActivations(PostgresConfigBase):
     # --- scenario archives --------------------------------------------------------------------
 
     async def archive_scenario_version(self, tenant_id: UUID, scenario: Scenario) -> None:
-        snapshot = checks.checked_scenario(scenario, self.embedding_dimensions, snapshot=True)
+        snapshot, embeddings = await prepared_scenario(scenario, self.embedding_dimensions, snapshot=True)
         if snapshot.tenant_id != tenant_id:
             raise InvalidDataError(f"scenario {snapshot.id} belongs to another tenant than {tenant_id}")
         with translate_pg_errors("archive_scenario_version", tenant_id=tenant_id):
             archived = await self._pool.fetchval(
-                "INSERT INTO scenario_archives (tenant_id, scenario_id, version, scenario) "
-                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING version",
+                "INSERT INTO scenario_archives "
+                "(tenant_id, scenario_id, version, scenario, transition_embeddings) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING version",
                 tenant_id,
                 snapshot.id,
                 snapshot.version,
-                snapshot.model_dump_json(),
+                snapshot.model_dump_json(exclude=STEP_EMBEDDINGS),
+                embeddings,
             )
         if archived is None:
             raise ConflictError(f"scenario {snapshot.id} version {snapshot.version} is already archived")
@@ -171,11 +208,11 @@ class PostgresPlansAndActivations(PostgresConfigBase):
     ) -> Scenario | None:
         check_int4(version, "version")
         with translate_pg_errors("get_archived_scenario", tenant_id=tenant_id):
-            text = await self._pool.fetchval(
-                "SELECT scenario FROM scenario_archives "
+            record = await self._pool.fetchrow(
+                f"SELECT {ARCHIVE_SELECT} FROM scenario_archives "
                 "WHERE tenant_id = $1 AND scenario_id = $2 AND version = $3",
                 tenant_id,
                 scenario_id,
                 version,
             )
-        return None if text is None else Scenario.model_validate_json(text)
+        return None if record is None else await archived_scenario_from_record(record)

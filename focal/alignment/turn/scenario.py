@@ -152,7 +152,9 @@ async def _move(
 ) -> ScenarioOutcome:
     outcome = ScenarioOutcome()
     if session.active_scenario_id is not None:
-        scenario = await config_store.get_scenario(session.tenant_id, session.active_scenario_id)
+        scenario = await config_store.get_scenario(  # only the current step's embeddings are needed
+            session.tenant_id, session.active_scenario_id, embeddings_of_step=session.current_step_id
+        )
         step = scenario.step(session.current_step_id) if scenario is not None else None
         if scenario is None or step is None or not scenario.enabled or scenario.agent_id != session.agent_id:
             # The scenario was deleted or disabled, or the step vanished from it: leave it rather than
@@ -169,7 +171,9 @@ async def _move(
                 session, scenario, step, message_embedding, embedding_model, turn_number, config, outcome
             )
             return outcome
-    scenarios = await config_store.get_scenarios(session.tenant_id, session.agent_id, enabled_only=True)
+    scenarios = await config_store.get_scenarios(  # entering needs entry embeddings only
+        session.tenant_id, session.agent_id, enabled_only=True, include_transition_embeddings=False
+    )
     _enter_best(session, scenarios, message_embedding, embedding_model, turn_number, config, outcome)
     return outcome
 

@@ -1,4 +1,8 @@
-"""``/v1/agents``: create, list (paged), get, update (PATCH), delete (soft, with its children)."""
+"""``/v1/agents``: create, list (paged), get, update (PATCH), delete (soft, with its children).
+
+GET, POST and PATCH return the agent's ``revision`` as its ``ETag``; PATCH honours ``If-Match``
+and never loses a concurrent change (``focal.api.concurrency``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Response, status
 
 from focal.alignment.models import Agent
+from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
 from focal.api.deps import AgentDep, ServicesDep, TenantDep
 from focal.api.schemas.agents import AgentCreate, AgentOut, AgentUpdate
 from focal.api.schemas.common import Page
@@ -19,10 +24,12 @@ router = APIRouter(prefix="/v1/agents", tags=["agents"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=AgentOut)
-async def create_agent(body: AgentCreate, tenant_id: TenantDep, services: ServicesDep) -> Agent:
+async def create_agent(
+    body: AgentCreate, tenant_id: TenantDep, services: ServicesDep, response: Response
+) -> Agent:
     agent = build_model(Agent, {**body.model_dump(), "tenant_id": tenant_id})
     await services.config_store.save_agent(agent)
-    return await _reload(services, tenant_id, agent.id)
+    return with_etag(response, await _reload(services, tenant_id, agent.id))
 
 
 @router.get("", response_model=Page[AgentOut])
@@ -41,15 +48,28 @@ async def list_agents(
 
 
 @router.get("/{agent_id}", response_model=AgentOut)
-async def get_agent(agent: AgentDep) -> Agent:
-    return agent
+async def get_agent(agent: AgentDep, response: Response) -> Agent:
+    return with_etag(response, agent)
 
 
 @router.patch("/{agent_id}", response_model=AgentOut)
-async def update_agent(body: AgentUpdate, agent: AgentDep, services: ServicesDep) -> Agent:
-    updated = patched(agent, body.model_dump(exclude_unset=True))
-    await services.config_store.save_agent(updated)
-    return await _reload(services, agent.tenant_id, agent.id)
+async def update_agent(
+    body: AgentUpdate,
+    agent: AgentDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
+) -> Agent:
+    changes = body.model_dump(exclude_unset=True)
+
+    async def reread() -> Agent:
+        return await _reload(services, agent.tenant_id, agent.id)
+
+    async def write(current: Agent) -> None:
+        await services.config_store.save_agent(patched(current, changes), expected_revision=current.revision)
+
+    await read_modify_write(agent, reread, write, if_match=if_match, what=f"agent {agent.id}")
+    return with_etag(response, await reread())
 
 
 async def _reload(services: FocalServices, tenant_id: UUID, agent_id: UUID) -> Agent:

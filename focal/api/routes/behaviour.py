@@ -3,6 +3,10 @@
 Every route first resolves the agent for the caller's tenant (404 otherwise), and a child is
 found only if it belongs to that agent. Updates are PATCH (only the fields sent change). Rules are
 re-embedded when their condition or action changes, or when they were embedded by another model.
+
+GET, POST and PATCH return the object's ``revision`` as its ``ETag``; PATCH honours ``If-Match``
+and never loses a concurrent change (``focal.api.concurrency``). Ids a body refers to (scope_id,
+attached_template_ids) must be the agent's own (``focal.api.references``, 422 otherwise).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from uuid import UUID
 from fastapi import APIRouter, Response, status
 
 from focal.alignment.models import Rule, Template, Variable
+from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
 from focal.api.deps import AgentDep, ServicesDep, no_content_if_deleted, of_agent
 from focal.api.embeddings import embed_rule
+from focal.api.references import AgentReferences
 from focal.api.schemas.behaviour import (
     RuleCreate,
     RuleOut,
@@ -46,12 +52,27 @@ async def _rule(services: FocalServices, agent: AgentDep, rule_id: UUID) -> Rule
     return of_agent(rule, agent, "rule", rule_id)
 
 
+async def _check_references(
+    services: FocalServices, agent: AgentDep, new: Rule | Template, old: Rule | Template | None = None
+) -> None:
+    """The scope_id (when new or changed) and the attached templates (those added) of a rule or
+    template are the agent's own."""
+    references = AgentReferences(services.config_store, agent)
+    if old is None or (new.scope, new.scope_id) != (old.scope, old.scope_id):
+        await references.check_scope(new.scope, new.scope_id)
+    if isinstance(new, Rule):
+        attached = old.attached_template_ids if isinstance(old, Rule) else []
+        added = [i for i in new.attached_template_ids if i not in attached]
+        await references.check_templates(added, ["attached_template_ids"])
+
+
 @router.post("/rules", status_code=status.HTTP_201_CREATED, response_model=RuleOut, tags=["rules"])
-async def create_rule(body: RuleCreate, agent: AgentDep, services: ServicesDep) -> Rule:
+async def create_rule(body: RuleCreate, agent: AgentDep, services: ServicesDep, response: Response) -> Rule:
     rule = build_model(Rule, {**body.model_dump(), **_owner(agent)})
+    await _check_references(services, agent, rule)
     rule = await embed_rule(services.embedding_provider, rule)
     await services.config_store.save_rule(rule)
-    return await _rule(services, agent, rule.id)
+    return with_etag(response, await _rule(services, agent, rule.id))
 
 
 @router.get("/rules", response_model=ItemList[RuleOut], tags=["rules"])
@@ -62,23 +83,38 @@ async def list_rules(agent: AgentDep, services: ServicesDep, enabled_only: bool 
 
 
 @router.get("/rules/{rule_id}", response_model=RuleOut, tags=["rules"])
-async def get_rule(rule_id: UUID, agent: AgentDep, services: ServicesDep) -> Rule:
-    return await _rule(services, agent, rule_id)
+async def get_rule(rule_id: UUID, agent: AgentDep, services: ServicesDep, response: Response) -> Rule:
+    return with_etag(response, await _rule(services, agent, rule_id))
 
 
 @router.patch("/rules/{rule_id}", response_model=RuleOut, tags=["rules"])
-async def update_rule(rule_id: UUID, body: RuleUpdate, agent: AgentDep, services: ServicesDep) -> Rule:
-    current = await _rule(services, agent, rule_id)
-    updated = patched(current, body.model_dump(exclude_unset=True))
+async def update_rule(
+    rule_id: UUID,
+    body: RuleUpdate,
+    agent: AgentDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
+) -> Rule:
+    changes = body.model_dump(exclude_unset=True)
     provider = services.embedding_provider
-    text_changed = (updated.condition_text, updated.action_text) != (
-        current.condition_text,
-        current.action_text,
-    )
-    if text_changed or updated.embedding is None or updated.embedding_model != provider.model_id:
-        updated = await embed_rule(provider, updated)
-    await services.config_store.save_rule(updated)
-    return await _rule(services, agent, rule_id)
+
+    async def reread() -> Rule:
+        return await _rule(services, agent, rule_id)
+
+    async def write(current: Rule) -> None:
+        updated = patched(current, changes)
+        await _check_references(services, agent, updated, current)
+        text_changed = (updated.condition_text, updated.action_text) != (
+            current.condition_text,
+            current.action_text,
+        )
+        if text_changed or updated.embedding is None or updated.embedding_model != provider.model_id:
+            updated = await embed_rule(provider, updated)
+        await services.config_store.save_rule(updated, expected_revision=current.revision)
+
+    await read_modify_write(await reread(), reread, write, if_match=if_match, what=f"rule {rule_id}")
+    return with_etag(response, await reread())
 
 
 @router.delete("/rules/{rule_id}", status_code=_NO_CONTENT, tags=["rules"])
@@ -99,10 +135,13 @@ async def _template(services: FocalServices, agent: AgentDep, template_id: UUID)
 @router.post(
     "/templates", status_code=status.HTTP_201_CREATED, response_model=TemplateOut, tags=["templates"]
 )
-async def create_template(body: TemplateCreate, agent: AgentDep, services: ServicesDep) -> Template:
+async def create_template(
+    body: TemplateCreate, agent: AgentDep, services: ServicesDep, response: Response
+) -> Template:
     template = build_model(Template, {**body.model_dump(), **_owner(agent)})
+    await _check_references(services, agent, template)
     await services.config_store.save_template(template)
-    return await _template(services, agent, template.id)
+    return with_etag(response, await _template(services, agent, template.id))
 
 
 @router.get("/templates", response_model=ItemList[TemplateOut], tags=["templates"])
@@ -113,17 +152,33 @@ async def list_templates(agent: AgentDep, services: ServicesDep) -> ItemList[Tem
 
 
 @router.get("/templates/{template_id}", response_model=TemplateOut, tags=["templates"])
-async def get_template(template_id: UUID, agent: AgentDep, services: ServicesDep) -> Template:
-    return await _template(services, agent, template_id)
+async def get_template(
+    template_id: UUID, agent: AgentDep, services: ServicesDep, response: Response
+) -> Template:
+    return with_etag(response, await _template(services, agent, template_id))
 
 
 @router.patch("/templates/{template_id}", response_model=TemplateOut, tags=["templates"])
 async def update_template(
-    template_id: UUID, body: TemplateUpdate, agent: AgentDep, services: ServicesDep
+    template_id: UUID,
+    body: TemplateUpdate,
+    agent: AgentDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
 ) -> Template:
-    current = await _template(services, agent, template_id)
-    await services.config_store.save_template(patched(current, body.model_dump(exclude_unset=True)))
-    return await _template(services, agent, template_id)
+    changes = body.model_dump(exclude_unset=True)
+
+    async def reread() -> Template:
+        return await _template(services, agent, template_id)
+
+    async def write(current: Template) -> None:
+        updated = patched(current, changes)
+        await _check_references(services, agent, updated, current)
+        await services.config_store.save_template(updated, expected_revision=current.revision)
+
+    await read_modify_write(await reread(), reread, write, if_match=if_match, what=f"template {template_id}")
+    return with_etag(response, await reread())
 
 
 @router.delete("/templates/{template_id}", status_code=_NO_CONTENT, tags=["templates"])
@@ -144,10 +199,12 @@ async def _variable(services: FocalServices, agent: AgentDep, variable_id: UUID)
 @router.post(
     "/variables", status_code=status.HTTP_201_CREATED, response_model=VariableOut, tags=["variables"]
 )
-async def create_variable(body: VariableCreate, agent: AgentDep, services: ServicesDep) -> Variable:
+async def create_variable(
+    body: VariableCreate, agent: AgentDep, services: ServicesDep, response: Response
+) -> Variable:
     variable = build_model(Variable, {**body.model_dump(), **_owner(agent)})
     await services.config_store.save_variable(variable)
-    return await _variable(services, agent, variable.id)
+    return with_etag(response, await _variable(services, agent, variable.id))
 
 
 @router.get("/variables", response_model=ItemList[VariableOut], tags=["variables"])
@@ -158,17 +215,33 @@ async def list_variables(agent: AgentDep, services: ServicesDep) -> ItemList[Var
 
 
 @router.get("/variables/{variable_id}", response_model=VariableOut, tags=["variables"])
-async def get_variable(variable_id: UUID, agent: AgentDep, services: ServicesDep) -> Variable:
-    return await _variable(services, agent, variable_id)
+async def get_variable(
+    variable_id: UUID, agent: AgentDep, services: ServicesDep, response: Response
+) -> Variable:
+    return with_etag(response, await _variable(services, agent, variable_id))
 
 
 @router.patch("/variables/{variable_id}", response_model=VariableOut, tags=["variables"])
 async def update_variable(
-    variable_id: UUID, body: VariableUpdate, agent: AgentDep, services: ServicesDep
+    variable_id: UUID,
+    body: VariableUpdate,
+    agent: AgentDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
 ) -> Variable:
-    current = await _variable(services, agent, variable_id)
-    await services.config_store.save_variable(patched(current, body.model_dump(exclude_unset=True)))
-    return await _variable(services, agent, variable_id)
+    changes = body.model_dump(exclude_unset=True)
+
+    async def reread() -> Variable:
+        return await _variable(services, agent, variable_id)
+
+    async def write(current: Variable) -> None:
+        await services.config_store.save_variable(
+            patched(current, changes), expected_revision=current.revision
+        )
+
+    await read_modify_write(await reread(), reread, write, if_match=if_match, what=f"variable {variable_id}")
+    return with_etag(response, await reread())
 
 
 @router.delete("/variables/{variable_id}", status_code=_NO_CONTENT, tags=["variables"])

@@ -1,7 +1,10 @@
 """Tool activations of an agent: ``/v1/agents/{agent_id}/tools/{tool_id}``.
 
 A tool is activated at most once per agent: creating an activation that exists is a 409.
-Activations are hard-deleted.
+Activations are hard-deleted. Tool ids match ``TOOL_ID_PATTERN`` (``^[a-z][a-z0-9_]{0,63}$``): a
+body or path with another id is a 422. GET, POST and PATCH return the activation's ``revision``
+as its ``ETag``; PATCH honours ``If-Match`` and never loses a concurrent change
+(``focal.api.concurrency``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
 
-from focal.alignment.models import ToolActivation
+from focal.alignment.models import TOOL_ID_PATTERN, ToolActivation
+from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
 from focal.api.deps import AgentDep, ServicesDep
 from focal.api.schemas.behaviour import ToolActivationCreate, ToolActivationOut, ToolActivationUpdate
 from focal.api.schemas.common import ItemList
@@ -20,7 +24,7 @@ from focal.errors import ConflictError, NotFoundError
 
 router = APIRouter(prefix="/v1/agents/{agent_id}/tools", tags=["tools"])
 
-ToolId = Annotated[str, Path(min_length=1, max_length=255)]
+ToolId = Annotated[str, Path(pattern=TOOL_ID_PATTERN.pattern, examples=["lookup_order"])]
 
 
 async def _activation(services: FocalServices, agent: AgentDep, tool_id: str) -> ToolActivation:
@@ -31,7 +35,9 @@ async def _activation(services: FocalServices, agent: AgentDep, tool_id: str) ->
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ToolActivationOut)
-async def activate_tool(body: ToolActivationCreate, agent: AgentDep, services: ServicesDep) -> ToolActivation:
+async def activate_tool(
+    body: ToolActivationCreate, agent: AgentDep, services: ServicesDep, response: Response
+) -> ToolActivation:
     store = services.config_store
     if await store.get_tool_activation(agent.tenant_id, agent.id, body.tool_id) is not None:
         raise ConflictError(f"tool {body.tool_id!r} is already activated for agent {agent.id}")
@@ -39,7 +45,7 @@ async def activate_tool(body: ToolActivationCreate, agent: AgentDep, services: S
         ToolActivation, {**body.model_dump(), "tenant_id": agent.tenant_id, "agent_id": agent.id}
     )
     await store.save_tool_activation(activation)
-    return await _activation(services, agent, body.tool_id)
+    return with_etag(response, await _activation(services, agent, body.tool_id))
 
 
 @router.get("", response_model=ItemList[ToolActivationOut])
@@ -50,17 +56,33 @@ async def list_tool_activations(agent: AgentDep, services: ServicesDep) -> ItemL
 
 
 @router.get("/{tool_id}", response_model=ToolActivationOut)
-async def get_tool_activation(tool_id: ToolId, agent: AgentDep, services: ServicesDep) -> ToolActivation:
-    return await _activation(services, agent, tool_id)
+async def get_tool_activation(
+    tool_id: ToolId, agent: AgentDep, services: ServicesDep, response: Response
+) -> ToolActivation:
+    return with_etag(response, await _activation(services, agent, tool_id))
 
 
 @router.patch("/{tool_id}", response_model=ToolActivationOut)
 async def update_tool_activation(
-    tool_id: ToolId, body: ToolActivationUpdate, agent: AgentDep, services: ServicesDep
+    tool_id: ToolId,
+    body: ToolActivationUpdate,
+    agent: AgentDep,
+    services: ServicesDep,
+    response: Response,
+    if_match: IfMatchHeader = None,
 ) -> ToolActivation:
-    current = await _activation(services, agent, tool_id)
-    await services.config_store.save_tool_activation(patched(current, body.model_dump(exclude_unset=True)))
-    return await _activation(services, agent, tool_id)
+    changes = body.model_dump(exclude_unset=True)
+
+    async def reread() -> ToolActivation:
+        return await _activation(services, agent, tool_id)
+
+    async def write(current: ToolActivation) -> None:
+        updated = patched(current, changes)
+        await services.config_store.save_tool_activation(updated, expected_revision=current.revision)
+
+    what = f"tool {tool_id!r} of agent {agent.id}"
+    await read_modify_write(await reread(), reread, write, if_match=if_match, what=what)
+    return with_etag(response, await reread())
 
 
 @router.delete("/{tool_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -44,6 +44,7 @@ class AgentOut(ResponseModel):
     temperature: float
     max_tokens: int
     enabled: bool
-    current_version: int
+    current_version: int = Field(description="behaviour version recorded by sessions")
+    revision: int = Field(description="row revision, also the ETag; +1 on every change")
     created_at: datetime
     updated_at: datetime

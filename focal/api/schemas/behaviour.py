@@ -7,12 +7,18 @@ Embeddings are computed by the server and never accepted or returned: responses 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import Field
 
-from focal.alignment.models import VARIABLE_NAME_PATTERN, Scope, TemplateMode, VariableUpdatePolicy
+from focal.alignment.models import (
+    TOOL_ID_PATTERN,
+    VARIABLE_NAME_PATTERN,
+    Scope,
+    TemplateMode,
+    VariableUpdatePolicy,
+)
 from focal.api.schemas.common import Name, NonBlankStr, NotNull, RequestModel, ResponseModel
 
 __all__ = [
@@ -25,10 +31,16 @@ __all__ = [
     "ToolActivationCreate",
     "ToolActivationOut",
     "ToolActivationUpdate",
+    "ToolId",
     "VariableCreate",
     "VariableOut",
     "VariableUpdate",
 ]
+
+_REVISION = Field(description="row revision, also the ETag; +1 on every change")
+
+# A tool id: a lower-case letter, then up to 63 lower-case letters, digits or underscores.
+ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN.pattern, examples=["lookup_order"])]
 
 
 class RuleCreate(RequestModel):
@@ -43,8 +55,8 @@ class RuleCreate(RequestModel):
     max_fires_per_session: int = Field(default=0, ge=0, description="0 = unlimited")
     cooldown_turns: int = Field(default=0, ge=0)
     is_hard_constraint: bool = False
-    attached_tool_ids: list[str] = Field(default_factory=list)
-    attached_template_ids: list[UUID] = Field(default_factory=list)
+    attached_tool_ids: list[ToolId] = Field(default_factory=list)
+    attached_template_ids: list[UUID] = Field(default_factory=list, description="templates of this agent")
 
 
 class RuleUpdate(RequestModel):
@@ -59,7 +71,7 @@ class RuleUpdate(RequestModel):
     max_fires_per_session: NotNull[int] = Field(default=None, ge=0)
     cooldown_turns: NotNull[int] = Field(default=None, ge=0)
     is_hard_constraint: NotNull[bool] = None
-    attached_tool_ids: NotNull[list[str]] = None
+    attached_tool_ids: NotNull[list[ToolId]] = None
     attached_template_ids: NotNull[list[UUID]] = None
 
 
@@ -80,6 +92,7 @@ class RuleOut(ResponseModel):
     attached_tool_ids: list[str]
     attached_template_ids: list[UUID]
     embedding_model: str | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
@@ -108,6 +121,7 @@ class TemplateOut(ResponseModel):
     mode: TemplateMode
     scope: Scope
     scope_id: UUID | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
@@ -117,7 +131,7 @@ class VariableCreate(RequestModel):
     description: str | None = None
     default_value: Any = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
-    resolver_tool_id: str | None = None
+    resolver_tool_id: ToolId | None = None
 
 
 class VariableUpdate(RequestModel):
@@ -127,7 +141,7 @@ class VariableUpdate(RequestModel):
     description: str | None = None
     default_value: Any = None
     update_policy: NotNull[VariableUpdatePolicy] = None
-    resolver_tool_id: str | None = None
+    resolver_tool_id: ToolId | None = None
 
 
 class VariableOut(ResponseModel):
@@ -138,12 +152,13 @@ class VariableOut(ResponseModel):
     default_value: Any
     update_policy: VariableUpdatePolicy
     resolver_tool_id: str | None
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime
 
 
 class ToolActivationCreate(RequestModel):
-    tool_id: Name
+    tool_id: ToolId
     enabled: bool = True
     policy_overrides: dict[str, Any] = Field(default_factory=dict)
 
@@ -159,5 +174,6 @@ class ToolActivationOut(ResponseModel):
     tool_id: str
     enabled: bool
     policy_overrides: dict[str, Any]
+    revision: int = _REVISION
     created_at: datetime
     updated_at: datetime

@@ -355,7 +355,7 @@ async def test_large_dimensions_use_a_halfvec_index_and_still_search_exactly(
 ) -> None:
     dimensions = 2048
     dsn = await database_factory(migrate=False)
-    await upgrade(dsn, "0002", embedding_dimensions=dimensions)
+    await upgrade(dsn, "head", embedding_dimensions=dimensions)  # the store needs the head schema
     pool = await create_pool(dsn, min_size=1, max_size=2)
     try:
         indexdef = await pool.fetchval(
