@@ -1,0 +1,238 @@
+"""The Redis session store on a misbehaving network or cluster: lost replies, stalled nodes,
+bursts beyond the connection cap, connections closed by the server, resharding.
+
+Every client here is built the way production builds it (``create_redis_client`` /
+``redis_connection_options``) with short timeouts, so each test takes a second or two. Faults are
+real: a reply withheld by a TCP proxy after the server executed the command, a node process
+stopped with SIGSTOP, the server's idle ``timeout``, a slot left half-migrated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import key_slot
+
+from focal.bootstrap import close_redis_client, create_redis_client, redis_connection_options
+from focal.conversation.stores.redis_scripts import DELETE_SESSION, SAVE_AND_INDEX, SAVE_SESSION
+from focal.db.embedded import LOOPBACK, EmbeddedRedis
+from focal.errors import StoreConnectionError
+from focal.settings import RedisSettings
+from tests.integration.stores.redis_cluster import LocalRedisCluster, redis_cluster, redis_cluster_nodes
+from tests.integration.stores.redis_support import ReplyDroppingProxy, make_store, session, wait_until
+from tests.support import new_tenant
+
+__all__ = ["redis_cluster", "redis_cluster_nodes"]
+
+pytestmark = pytest.mark.redis
+
+FAST = {"socket_timeout_seconds": 0.3, "operation_timeout_seconds": 5.0, "retry_attempts": 3}
+
+
+@pytest_asyncio.fixture
+async def proxies(redis_cluster_nodes: list[tuple[str, int]]) -> AsyncIterator[dict[tuple[str, int], Any]]:
+    """A ``ReplyDroppingProxy`` in front of every cluster node, by the node's real address."""
+    started = {node: ReplyDroppingProxy(node) for node in redis_cluster_nodes}
+    for proxy in started.values():
+        await proxy.start()
+    try:
+        yield started
+    finally:
+        for proxy in started.values():
+            await proxy.stop()
+
+
+async def _lost_reply_round(store: Any, proxies: list[ReplyDroppingProxy], save_sha: str) -> None:
+    """A save and a delete whose replies are lost after the server applied them: both report
+    what happened (no ConflictError against themselves) and the indexes follow."""
+    tenant = new_tenant()
+    first = await store.save(session(tenant))  # the scripts are cached on the nodes from here on
+    for proxy in proxies:
+        proxy.drop_reply_to(save_sha.encode())
+    second = await store.save(first.model_copy(update={"turn_count": 1}))
+    assert any(p.dropped.is_set() for p in proxies)  # the server did answer the first attempt
+    assert second.version == 2 and second.turn_count == 1
+    assert await store.get(tenant, first.session_id) == second
+    assert await store.list_by_agent(tenant, first.agent_id) == [second]
+    assert await store.get_by_channel(tenant, first.channel, first.user_channel_id) == second
+    for proxy in proxies:
+        proxy.drop_reply_to(DELETE_SESSION.sha.encode())
+    assert await store.delete(tenant, first.session_id) is True
+    assert any(p.dropped.is_set() for p in proxies)
+    assert await store.get(tenant, first.session_id) is None
+    assert await store.list_by_agent(tenant, first.agent_id) == []
+    assert await store.get_by_channel(tenant, first.channel, first.user_channel_id) is None
+
+
+async def test_a_save_whose_reply_was_lost_is_not_a_conflict_standalone(redis_url: str) -> None:
+    upstream = urlsplit(redis_url)
+    proxy = ReplyDroppingProxy((upstream.hostname or LOOPBACK, upstream.port or 6379))
+    await proxy.start()
+    client = await create_redis_client(proxy.url, RedisSettings(**FAST))
+    try:
+        await _lost_reply_round(make_store(client), [proxy], SAVE_AND_INDEX.sha)
+    finally:
+        await close_redis_client(client)
+        await proxy.stop()
+
+
+async def test_a_save_whose_reply_was_lost_is_not_a_conflict_cluster(
+    proxies: dict[tuple[str, int], ReplyDroppingProxy],
+) -> None:
+    settings = RedisSettings(cluster=True, **FAST)
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(*proxy.address) for proxy in proxies.values()],
+        address_remap=lambda address: proxies[address].address,
+        max_connections=settings.max_connections,
+        **redis_connection_options(settings),
+    )
+    await client.initialize()
+    try:
+        await _lost_reply_round(make_store(client), list(proxies.values()), SAVE_SESSION.sha)
+    finally:
+        await client.aclose()
+
+
+async def test_a_stalled_cluster_node_fails_within_the_operation_timeout(
+    redis_cluster: LocalRedisCluster, redis_cluster_nodes: list[tuple[str, int]]
+) -> None:
+    host, port = redis_cluster_nodes[0]
+    settings = RedisSettings(cluster=True, socket_timeout_seconds=0.2, operation_timeout_seconds=0.6)
+    client = await create_redis_client(f"redis://{host}:{port}/0", settings)
+    try:
+        store = make_store(client, operation_timeout_seconds=settings.operation_timeout_seconds)
+        tenant = new_tenant()
+        saved = await store.save(session(tenant))
+        node = client.get_node_from_key(store.keys.hot(saved.session_id))
+        server = redis_cluster.node_at(int(node.port))
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)  # shorter than the cluster's node timeout (5 s)
+        try:
+            # The outer bound only keeps a regression from hanging the suite (11 attempts x 5 s).
+            with pytest.raises(StoreConnectionError, match=r"within 0\.6s"):
+                await asyncio.wait_for(store.get(tenant, saved.session_id), timeout=5)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert await store.get(tenant, saved.session_id) == saved
+    finally:
+        await close_redis_client(client)
+
+
+async def test_a_stalled_server_fails_within_the_operation_timeout(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persistence=False)
+    await server.start_async()
+    settings = RedisSettings(socket_timeout_seconds=0.2, operation_timeout_seconds=0.6)
+    client = await create_redis_client(server.url, settings)
+    try:
+        store = make_store(client, operation_timeout_seconds=settings.operation_timeout_seconds)
+        saved = await store.save(session(new_tenant()))
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreConnectionError, match=r"within 0\.6s"):
+                await asyncio.wait_for(store.save(saved), timeout=5)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        # The abandoned save may or may not have been applied; a re-read says which.
+        stored = await store.get(saved.tenant_id, saved.session_id)
+        assert stored is not None and stored.version in (1, 2)
+    finally:
+        await close_redis_client(client)
+        await server.stop_async()
+
+
+async def test_a_cluster_burst_beyond_the_connection_cap_waits_instead_of_failing(
+    redis_cluster_nodes: list[tuple[str, int]],
+) -> None:
+    host, port = redis_cluster_nodes[0]
+    client = await create_redis_client(
+        f"redis://{host}:{port}/0", RedisSettings(cluster=True, max_connections=4)
+    )
+    try:
+        store = make_store(client)  # waits at the client's cap (4 per node) by default
+        tenant = new_tenant()
+        saved = [await store.save(session(tenant)) for _ in range(20)]
+        results = await asyncio.gather(
+            *(store.get(tenant, saved[i % 20].session_id) for i in range(200)), return_exceptions=True
+        )
+        assert [r for r in results if isinstance(r, BaseException)] == []
+        assert results == [saved[i % 20] for i in range(200)]
+    finally:
+        await close_redis_client(client)
+
+
+async def test_connections_closed_by_the_server_while_idle_are_replaced(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", persistence=False)
+    await server.start_async()
+    client = await create_redis_client(server.url, RedisSettings())
+    watcher = Redis.from_url(server.url)  # polls more often than the idle timeout: never closed
+    try:
+        store = make_store(client)
+        tenant = new_tenant()
+        saved = await store.save(session(tenant))
+        assert await asyncio.gather(*(store.get(tenant, saved.session_id) for _ in range(30))) == [saved] * 30
+        await watcher.config_set("timeout", 1)
+
+        async def only_the_watcher_left() -> bool:
+            return int((await watcher.info("clients"))["connected_clients"]) == 1
+
+        await wait_until(only_the_watcher_left, "the server to close the idle pooled connections")
+        results = await asyncio.gather(
+            *(store.get(tenant, saved.session_id) for _ in range(30)), return_exceptions=True
+        )
+        assert results == [saved] * 30
+    finally:
+        await watcher.aclose()
+        await close_redis_client(client)
+        await server.stop_async()
+
+
+async def test_a_slot_being_migrated_is_a_connection_error_not_a_store_error(
+    redis_cluster_nodes: list[tuple[str, int]],
+) -> None:
+    """Resharding: the session's slot is MIGRATING with one of its keys already moved, so the
+    node answers TRYAGAIN until the migration settles. Callers get the retryable 503 error."""
+    host, port = redis_cluster_nodes[0]
+    client = await create_redis_client(f"redis://{host}:{port}/0", RedisSettings(cluster=True))
+    try:
+        store = make_store(client)
+        tenant = new_tenant()
+        saved = await store.save(session(tenant))
+        hot_key = store.keys.hot(saved.session_id)
+        slot = key_slot(hot_key.encode())
+        source = client.get_node_from_key(hot_key)
+        target = next(n for n in client.get_primaries() if n.name != source.name)
+        async with (
+            Redis(host=source.host, port=source.port) as source_admin,
+            Redis(host=target.host, port=target.port) as target_admin,
+        ):
+            source_id = (await source_admin.execute_command("CLUSTER", "MYID")).decode()
+            target_id = (await target_admin.execute_command("CLUSTER", "MYID")).decode()
+            await target_admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+            await source_admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            try:
+                await source_admin.execute_command(
+                    "MIGRATE", target.host, target.port, "", 0, 5000, "KEYS", hot_key
+                )
+                with pytest.raises(StoreConnectionError):
+                    await store.get(tenant, saved.session_id)
+            finally:  # drop the moved key and give the slot back: the cluster is shared
+                pipe = target_admin.pipeline(transaction=False)  # one connection: ASKING applies
+                pipe.execute_command("ASKING")
+                pipe.delete(hot_key)
+                await pipe.execute()
+                for admin in (source_admin, target_admin):
+                    await admin.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        assert await store.get(tenant, saved.session_id) == saved  # promoted again from the persistent copy
+    finally:
+        await close_redis_client(client)
