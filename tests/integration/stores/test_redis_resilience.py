@@ -62,11 +62,15 @@ async def proxies(redis_cluster_nodes: list[tuple[str, int]]) -> AsyncIterator[d
             await proxy.stop()
 
 
-async def _lost_reply_round(store: Any, proxies: list[ReplyDroppingProxy], save_sha: str) -> None:
+async def _lost_reply_round(
+    client: Any, store: Any, proxies: list[ReplyDroppingProxy], save_sha: str
+) -> None:
     """A save and a delete whose replies are lost after the server applied them: both report
     what happened (no ConflictError against themselves) and the indexes follow."""
+    for script in (SAVE_AND_INDEX, SAVE_SESSION, DELETE_SESSION):  # cached on every node: the
+        await client.script_load(script.source)  # withheld reply is the script's, not NOSCRIPT
     tenant = new_tenant()
-    first = await store.save(session(tenant))  # the scripts are cached on the nodes from here on
+    first = await store.save(session(tenant))
     for proxy in proxies:
         proxy.drop_reply_to(save_sha.encode())
     second = await store.save(first.model_copy(update={"turn_count": 1}))
@@ -90,7 +94,7 @@ async def test_a_save_whose_reply_was_lost_is_not_a_conflict_standalone(redis_ur
     await proxy.start()
     client = await create_redis_client(proxy.url, RedisSettings(**FAST))
     try:
-        await _lost_reply_round(make_store(client), [proxy], SAVE_AND_INDEX.sha)
+        await _lost_reply_round(client, make_store(client), [proxy], SAVE_AND_INDEX.sha)
     finally:
         await close_redis_client(client)
         await proxy.stop()
@@ -108,7 +112,7 @@ async def test_a_save_whose_reply_was_lost_is_not_a_conflict_cluster(
     )
     await client.initialize()
     try:
-        await _lost_reply_round(make_store(client), list(proxies.values()), SAVE_SESSION.sha)
+        await _lost_reply_round(client, make_store(client), list(proxies.values()), SAVE_SESSION.sha)
     finally:
         await client.aclose()
 
