@@ -155,6 +155,12 @@ async def test_a_stalled_server_fails_within_the_operation_timeout(tmp_path: Pat
         try:
             with pytest.raises(StoreConnectionError, match=r"within 0\.6s"):
                 await asyncio.wait_for(store.save(saved), timeout=5)
+            # A cancellation from outside (a client gone) stays a cancellation, not a timeout.
+            waiting = asyncio.create_task(store.get(saved.tenant_id, saved.session_id))
+            await asyncio.sleep(0)
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
         finally:
             os.kill(server.pid, signal.SIGCONT)
         # The abandoned save may or may not have been applied; a re-read says which.
