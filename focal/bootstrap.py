@@ -70,6 +70,7 @@ class ReadinessChecks:
     redis: RedisClient | None = None
     embedding_dimensions: int | None = None
     timeout_seconds: float = READINESS_TIMEOUT_SECONDS
+    redis_allow_eviction: bool = False  # RedisSettings.allow_eviction: an evicting policy is "ok"
 
     async def run(self) -> dict[str, str]:
         """Probe every dependency; returns ``{check: "ok" | "<why it failed>"}``, never raises."""
@@ -111,9 +112,14 @@ class ReadinessChecks:
             await check_embedding_dimensions(self.pool, self.embedding_dimensions)
 
     async def _check_redis(self) -> None:
+        """PING, then the server checks of start-up: a policy changed at run time (e.g. ``CONFIG
+        SET maxmemory-policy allkeys-lru``) makes the instance unready."""
+        from focal.conversation.stores.redis_server import check_redis_server
+
         assert self.redis is not None
         if not await self.redis.ping():
             raise StoreConnectionError("Redis did not answer PING")
+        await check_redis_server(self.redis, allow_eviction=self.redis_allow_eviction)
 
 
 @dataclass
@@ -180,43 +186,79 @@ def _describe_redis_url(url: str) -> str:
         return "(unparseable URL)"
 
 
+def redis_connection_options(options: RedisSettings) -> dict[str, Any]:
+    """Keyword arguments of every Focal Redis client (single server or cluster): socket timeouts
+    and the retry policy (``retry_attempts`` re-sends after a connection error or a timeout)."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    return {
+        "socket_timeout": options.socket_timeout_seconds,
+        "socket_connect_timeout": options.socket_timeout_seconds,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), options.retry_attempts),
+    }
+
+
 async def create_redis_client(url: str, options: RedisSettings) -> RedisClient:
-    """A Redis client checked with PING; the caller closes it with ``close_redis_client``.
+    """A Redis client, checked; the caller closes it with ``close_redis_client``.
 
     A single server gets a ``redis.asyncio.Redis`` on a ``BlockingConnectionPool`` (callers wait
     for a free connection instead of failing bursts with "Too many connections"). With
     ``cluster=true`` the URL is any node of a Redis Cluster and the client a ``RedisCluster``
-    (``max_connections`` per node).
+    (``max_connections`` per node; the session store makes callers wait for a free one).
+
+    Both retry a command ``retry_attempts`` times after a connection error or a socket timeout
+    (short jittered back-off): a connection the server closed while idle (its ``timeout``
+    setting, or a proxy's idle cut-off) is replaced instead of failing the next burst. Every
+    command the session store sends is safe to send twice. The store bounds the whole operation
+    by ``operation_timeout_seconds``.
+
+    Checked at start: the server answers, runs in the mode ``cluster`` says and is 7.0+, and every
+    node has ``maxmemory-policy noeviction`` unless ``allow_eviction`` (then a warning is logged).
+    A mismatch is a ``ConfigurationError`` naming the fix; an unreachable server a
+    ``StoreConnectionError``.
     """
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.cluster import RedisCluster
-    from redis.exceptions import RedisError
+    from redis.exceptions import RedisClusterException, RedisError
 
-    timeouts: dict[str, Any] = {
-        "socket_timeout": options.socket_timeout_seconds,
-        "socket_connect_timeout": options.socket_timeout_seconds,
-    }
+    from focal.conversation.stores.redis_server import check_redis_server
+
+    connection_options = redis_connection_options(options)
     client: RedisClient
     if options.cluster:
-        client = RedisCluster.from_url(url, max_connections=options.max_connections, **timeouts)
+        client = RedisCluster.from_url(url, max_connections=options.max_connections, **connection_options)
     else:
         pool: Any = BlockingConnectionPool.from_url(
             url,
             max_connections=options.max_connections,
-            timeout=options.socket_timeout_seconds,  # how long to wait for a free pooled connection
-            **timeouts,
+            timeout=options.operation_timeout_seconds,  # how long to wait for a free pooled connection
+            **connection_options,
         )
         client = Redis(connection_pool=pool)
+    where = _describe_redis_url(url)
+    unreachable = f"cannot connect to {'Redis Cluster' if options.cluster else 'Redis'} at {where}"
     try:
         if options.cluster:
             await client.initialize()
         await client.ping()
+        warnings = await check_redis_server(client, allow_eviction=options.allow_eviction)
+    except RedisClusterException as exc:
+        await close_redis_client(client)
+        if "cluster mode is not enabled" in str(exc).lower():
+            raise ConfigurationError(
+                f"FOCAL_REDIS__CLUSTER is true but the Redis at {where} is not a cluster node: "
+                "set FOCAL_REDIS__CLUSTER=false"
+            ) from exc
+        raise StoreConnectionError(f"{unreachable}: {type(exc).__name__}: {exc}") from exc
     except (RedisError, OSError) as exc:
         await close_redis_client(client)
-        kind = "Redis Cluster" if options.cluster else "Redis"
-        raise StoreConnectionError(
-            f"cannot connect to {kind} at {_describe_redis_url(url)}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise StoreConnectionError(f"{unreachable}: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        await close_redis_client(client)
+        raise
+    for warning in warnings:
+        _log.warning("redis may evict sessions", detail=warning)
     return client
 
 
@@ -272,12 +314,19 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
             max_age_seconds=settings.redis.max_age_seconds,
             key_prefix=settings.redis.key_prefix,
             max_session_bytes=settings.redis.max_session_bytes,
+            operation_timeout_seconds=settings.redis.operation_timeout_seconds,
+            max_concurrent_operations=settings.redis.max_connections if settings.redis.cluster else None,
         ),
         audit_store=PostgresAuditStore(pool),
         profile_store=PostgresProfileStore(pool),
         llm_provider=llm,
         embedding_provider=embedding,
-        checks=ReadinessChecks(pool=pool, redis=client, embedding_dimensions=dimensions),
+        checks=ReadinessChecks(
+            pool=pool,
+            redis=client,
+            embedding_dimensions=dimensions,
+            redis_allow_eviction=settings.redis.allow_eviction,
+        ),
     )
 
 

@@ -54,14 +54,27 @@ class DatabaseSettings(_Section):
 
 
 class RedisSettings(_Section):
+    """The Redis (or Valkey, 7.0+) holding the sessions; see ``focal.bootstrap.create_redis_client``."""
+
     url: str | None = Field(default=None, description="redis://host:port/db")
+    # A cluster-enabled server with cluster=false (or the reverse) is refused at start-up.
     cluster: bool = False
     key_prefix: str = Field(default="focal", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     hot_ttl_seconds: int = Field(default=1800, ge=1)
     max_age_seconds: int = Field(default=604800, ge=1)
     max_session_bytes: int = Field(default=1_048_576, ge=1024)
+    # Per node for a cluster; callers beyond it wait (bounded by operation_timeout_seconds).
     max_connections: int = Field(default=50, ge=1)
-    socket_timeout_seconds: float = Field(default=5.0, gt=0)
+    # One attempt's wait for connect or reply; a stalled attempt is then retried.
+    socket_timeout_seconds: float = Field(default=2.0, gt=0, allow_inf_nan=False)
+    # Total time of one store operation: waiting for a connection, every attempt and back-off.
+    operation_timeout_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    # Re-sends after a lost connection (e.g. closed by the server's idle `timeout`) or a socket
+    # timeout; every command the session store sends is safe to send twice.
+    retry_attempts: int = Field(default=3, ge=0, le=20)
+    # Focal refuses to start (and /ready fails) unless every node has maxmemory-policy noeviction:
+    # an evicting policy silently loses acknowledged sessions. true accepts that risk (logged).
+    allow_eviction: bool = False
 
 
 class EmbeddingSettings(_Section):

@@ -283,6 +283,45 @@ async def test_get_by_channel_returns_most_recently_saved(store: SessionStore) -
     assert await store.get_by_channel(new_tenant(), Channel.SMS, "+100") is None
 
 
+def clock_at(monkeypatch: pytest.MonkeyPatch, moment: datetime) -> None:
+    """This process's clock reads ``moment`` for the stores (as in a process whose clock is off)."""
+    for module in ("focal.conversation.stores.inmemory", "focal.conversation.stores.redis"):
+        monkeypatch.setattr(f"{module}.utc_now", lambda: moment)
+
+
+async def test_get_by_channel_returns_the_latest_save_whatever_the_writers_clocks(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose clock ran an hour ahead saved, then closed, a session; a process with the
+    right clock then starts a new session for the same identity: that one is the latest."""
+    tenant = new_tenant()
+    clock_at(monkeypatch, datetime.now(UTC) + timedelta(hours=1))
+    old = await store.save(session(tenant, channel=Channel.SMS, user_channel_id="+100"))
+    old = await store.save(old.model_copy(update={"status": SessionStatus.CLOSED}))
+    monkeypatch.undo()
+    new = await store.save(session(tenant, channel=Channel.SMS, user_channel_id="+100"))
+    assert await store.get_by_channel(tenant, Channel.SMS, "+100") == new
+    old = await store.save(old.model_copy(update={"status": SessionStatus.ACTIVE}))  # reopened: latest again
+    assert await store.get_by_channel(tenant, Channel.SMS, "+100") == old
+    assert await store.get_by_channel(new_tenant(), Channel.SMS, "+100") is None
+
+
+async def test_last_activity_never_goes_back_from_one_version_to_the_next(
+    store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant, agent = new_tenant(), uuid4()
+    clock_at(monkeypatch, datetime.now(UTC) + timedelta(hours=1))
+    skewed = await store.save(session(tenant, agent_id=agent))
+    monkeypatch.undo()
+    later = await store.save(skewed)
+    assert later.last_activity_at > skewed.last_activity_at
+    assert await store.get(tenant, later.session_id) == later
+    other = await store.save(session(tenant, agent_id=agent))
+    assert other.last_activity_at < later.last_activity_at  # the right clock is still behind
+    assert await store.list_by_agent(tenant, agent) == [later, other]
+    assert await store.list_by_agent(tenant, agent, limit=1) == [later]
+
+
 async def test_get_by_channel_follows_a_changed_identity(store: SessionStore) -> None:
     tenant = new_tenant()
     saved = await store.save(session(tenant, channel=Channel.WEB, user_channel_id="old"))
@@ -332,7 +371,8 @@ async def test_equal_last_activity_breaks_ties_on_session_id(
     assert await store.list_by_agent(tenant, agent) == by_id
     assert await store.list_by_agent(tenant, agent, limit=2) == by_id[:2]
     assert await store.list_by_customer(tenant, customer, limit=3) == by_id[:3]
-    assert await store.get_by_channel(tenant, Channel.WEB, "same") == by_id[0]
+    # The channel lookup follows the order of the saves, not the (equal) clock readings.
+    assert await store.get_by_channel(tenant, Channel.WEB, "same") == saved[-1]
 
 
 async def test_list_by_agent_drops_sessions_moved_to_another_agent(store: SessionStore) -> None:

@@ -6,11 +6,16 @@ in and out through a JSON round trip (``model_dump_json`` / ``model_validate_jso
 it, re-validates objects built with ``model_construct`` or mutated behind pydantic's back, and
 normalises ``variables`` exactly like the Redis store does (a ``datetime`` in ``variables`` comes back
 as its ISO string in both), so the two backends return equal objects for equal input.
+
+``get_by_channel`` returns the latest *save* (a counter of this store, like the Redis store's
+server-side tick), not the latest ``last_activity_at``: that one comes from the saving process's
+clock, and a process whose clock ran ahead must not keep an older session "latest".
 """
 
 from __future__ import annotations
 
 import asyncio
+from itertools import count
 from uuid import UUID
 
 from focal.alignment.models import ScopeFilter
@@ -20,6 +25,7 @@ from focal.conversation.stores.session_codec import (
     activity_order_key,
     checked_for_save,
     is_at_step,
+    next_last_activity,
     normalized_copy,
 )
 from focal.conversation.stores.store import SessionStore
@@ -33,6 +39,8 @@ class InMemorySessionStore(SessionStore):
 
     def __init__(self) -> None:
         self._sessions: dict[UUID, Session] = {}
+        self._save_order: dict[UUID, int] = {}  # session id -> sequence number of its latest save
+        self._saves = count(1)
         self._lock = asyncio.Lock()
 
     def _visible(self, tenant_id: UUID, session_id: UUID) -> Session | None:
@@ -57,9 +65,10 @@ class InMemorySessionStore(SessionStore):
                     f"session {candidate.session_id} is at version {stored_version}, "
                     f"the save was based on version {candidate.version}"
                 )
+            candidate.last_activity_at = next_last_activity(candidate, utc_now())
             candidate.version = stored_version + 1
-            candidate.last_activity_at = utc_now()
             self._sessions[candidate.session_id] = candidate
+            self._save_order[candidate.session_id] = next(self._saves)
         return normalized_copy(candidate)
 
     async def delete(self, tenant_id: UUID, session_id: UUID) -> bool:
@@ -67,6 +76,7 @@ class InMemorySessionStore(SessionStore):
             if self._visible(tenant_id, session_id) is None:
                 return False
             del self._sessions[session_id]
+            del self._save_order[session_id]
             return True
 
     def _tenant_sessions(self, tenant_id: UUID) -> list[Session]:
@@ -80,7 +90,7 @@ class InMemorySessionStore(SessionStore):
         ]
         if not matches:
             return None
-        return normalized_copy(min(matches, key=activity_order_key))
+        return normalized_copy(max(matches, key=lambda s: self._save_order[s.session_id]))
 
     async def list_by_agent(
         self, tenant_id: UUID, agent_id: UUID, *, status: SessionStatus | None = None, limit: int = 100

@@ -1,22 +1,33 @@
 """Key layout of the Redis session store (design notes, stores.md §5).
 
-``{...}`` parts are Redis Cluster hash tags: a session's two tier keys hash on the session id and so
-share one slot (one Lua script can write both atomically); every index key of a tenant hashes on the
-tenant id and so lives in that tenant's slot (one pipeline, one node).
+``{...}`` parts are Redis Cluster hash tags: a session's keys hash on the session id and so share
+one slot (one Lua script can write both tiers atomically); every index key of a tenant hashes on
+the tenant id and so lives in that tenant's slot (one script, one node).
 
-| key                                                    | type       | holds                          |
-|--------------------------------------------------------|------------|--------------------------------|
-| ``<p>:s:{<session_id>}:hot``                           | string     | the session, sliding hot TTL   |
-| ``<p>:s:{<session_id>}:persist``                       | string     | the durable copy, max age      |
-| ``<p>:t:{<tenant_id>}:agent:<agent_id>``               | sorted set | session ids by last activity   |
-| ``<p>:t:{<tenant_id>}:customer:<profile_id>``          | sorted set | session ids by last activity   |
-| ``<p>:t:{<tenant_id>}:channel:<channel>:<user_id>``    | sorted set | session ids by last activity   |
-| ``<p>:t:{<tenant_id>}:step:<scenario>:<ver>:<hash>``   | set        | sessions currently at the step |
-| ``<p>:t:{<tenant_id>}:indexes``                        | set        | names of the tenant's indexes  |
+| key                                                     | type       | holds                              |
+|---------------------------------------------------------|------------|------------------------------------|
+| ``<p>:s:{<session_id>}:hot``                            | string     | the session, sliding hot TTL       |
+| ``<p>:s:{<session_id>}:persist``                        | string     | the durable copy, max age          |
+| ``<p>:s:{<session_id>}:deleted``                        | string     | tombstone of a delete (one minute) |
+| ``<p>:t:{<tenant_id>}:agent:<agent_id>``                | sorted set | session ids by last activity       |
+| ``<p>:t:{<tenant_id>}:customer:<profile_id>``           | sorted set | session ids by last activity       |
+| ``<p>:t:{<tenant_id>}:channel:<channel>:<user_id>``     | sorted set | session ids by save order (tick)   |
+| ``<p>:t:{<tenant_id>}:at-step:<scenario>:<ver>:<hash>`` | sorted set | sessions at the step, by tick      |
+| ``<p>:t:{<tenant_id>}:registry``                        | sorted set | the tenant's index keys, by tick   |
+| ``<p>:t:{<tenant_id>}:clock``                           | string     | the tenant's last save tick        |
+
+A *tick* is the tenant's save sequence: microseconds of the Redis server's clock, forced to grow
+by at least one per index update (a hybrid logical clock kept in ``clock``). It orders saves by
+when they happened on the server, whatever the clocks of the Focal processes say, and it is also
+a time, so entries older than the max age can be trimmed by score.
 
 The channel index is a sorted set rather than a single "latest id" string so that deleting the
 latest session of an identity falls back to the previous one, as the reference store does. The
-``indexes`` registry lets ``purge_expired`` visit a tenant's index keys without a keyspace SCAN.
+registry lets ``purge_expired`` visit a tenant's index keys without a keyspace SCAN.
+
+Layout history: before the integrity fixes the step index was a plain set named ``step:...`` and
+the registry a plain set named ``indexes``; those keys are no longer written and expire by
+themselves within one max age.
 """
 
 from __future__ import annotations
@@ -57,6 +68,9 @@ class SessionKeys:
     def persist(self, session_id: UUID | str) -> str:
         return f"{self.prefix}:s:{{{session_id}}}:persist"
 
+    def tombstone(self, session_id: UUID | str) -> str:
+        return f"{self.prefix}:s:{{{session_id}}}:deleted"
+
     def tenant_prefix(self, tenant_id: UUID | str) -> str:
         return f"{self.prefix}:t:{{{tenant_id}}}:"
 
@@ -72,39 +86,36 @@ class SessionKeys:
     def step(
         self, tenant_id: UUID | str, scenario_id: UUID | str, scenario_version: int, step_content_hash: str
     ) -> str:
-        return f"{self.tenant_prefix(tenant_id)}step:{scenario_id}:{scenario_version}:{step_content_hash}"
+        return f"{self.tenant_prefix(tenant_id)}at-step:{scenario_id}:{scenario_version}:{step_content_hash}"
 
-    def indexes_of(self, session: Session) -> tuple[list[str], str | None]:
-        """The sorted-set indexes (agent, channel, customer if any) and the step set (if the
-        session is at a step of a scenario) that list this session."""
-        keys, ranked = self.index_keys_of(session, str(session.tenant_id))
-        step_keys = keys[ranked:-1]  # the registry is last
-        return keys[:ranked], step_keys[0] if step_keys else None
+    def registry(self, tenant_id: UUID | str) -> str:
+        return f"{self.tenant_prefix(tenant_id)}registry"
+
+    def clock(self, tenant_id: UUID | str) -> str:
+        return f"{self.tenant_prefix(tenant_id)}clock"
+
+    def indexes_of(self, session: Session) -> list[str]:
+        """Every index (sorted set) that lists this session: agent, customer (if any), channel
+        and step (if the session is at a step of a scenario)."""
+        keys, _ = self.index_keys_of(session, str(session.tenant_id))
+        return keys[:-2]  # without the registry and the clock
 
     def index_keys_of(self, session: Session, tenant: str) -> tuple[list[str], int]:
-        """Every index key ``save`` updates for this session, in the order the index script takes
-        them: the sorted sets (agent, channel, customer if any), the step set if the session is at
-        a step, then the tenant's registry; and how many of them are sorted sets. ``tenant`` is
-        ``str(session.tenant_id)``, formatted once by the caller (``UUID.__str__`` is not free)."""
-        keys = [
-            self.agent(tenant, session.agent_id),
-            self.channel(tenant, session.channel, session.user_channel_id),
-        ]
+        """Every key the index update of a save touches, in the order the scripts take them:
+        the indexes scored by last activity (agent, customer if any), the indexes scored by tick
+        (channel, step if the session is at a step), the tenant's registry, the tenant's clock;
+        and how many are scored by last activity. ``tenant`` is ``str(session.tenant_id)``,
+        formatted once by the caller (``UUID.__str__`` is not free)."""
+        keys = [self.agent(tenant, session.agent_id)]
         if session.customer_profile_id is not None:
             keys.append(self.customer(tenant, session.customer_profile_id))
-        ranked = len(keys)
+        by_activity = len(keys)
+        keys.append(self.channel(tenant, session.channel, session.user_channel_id))
         scenario_id, scenario_version = session.active_scenario_id, session.active_scenario_version
         if scenario_id is not None and scenario_version is not None:
             step_hash = session.current_step_hash()
             if step_hash:
                 keys.append(self.step(tenant, scenario_id, scenario_version, step_hash))
         keys.append(self.registry(tenant))
-        return keys, ranked
-
-    def registry(self, tenant_id: UUID | str) -> str:
-        return f"{self.tenant_prefix(tenant_id)}indexes"
-
-    def index_kind(self, tenant_id: UUID | str, index_key: str) -> str:
-        """``agent``, ``customer``, ``channel`` or ``step`` for an index key of this tenant."""
-        rest = index_key.removeprefix(self.tenant_prefix(tenant_id))
-        return rest.split(":", 1)[0]
+        keys.append(self.clock(tenant))
+        return keys, by_activity

@@ -1,10 +1,14 @@
 """``purge_expired`` of the Redis session store: drop index entries whose session is gone.
 
-Index keys are found through the tenant's registry set (never a keyspace SCAN) and handled in
-batches: per batch, one pipeline reads the members of every index key, one (chunked) pipeline checks
-which sessions still exist, one pipeline removes the rest and forgets index keys that expired
-themselves. A few round trips per hundred index keys, however many entries they hold. Callers wrap
-this in ``translate_redis_errors``.
+Index keys are found through the tenant's registry (never a keyspace SCAN) and handled in
+batches: per batch, one pipeline reads the members of every index key, one (chunked) pipeline
+checks which sessions still exist, one pipeline removes the rest and forgets index keys that
+expired themselves. A few round trips per hundred index keys, however many entries they hold.
+Callers run this inside the store's ``OperationGate``.
+
+Normal saves already trim entries older than the max age from the keys they touch (see
+``redis_scripts``); this sweep also catches entries of sessions deleted or expired early, in
+indexes no save touches any more.
 """
 
 from __future__ import annotations
@@ -21,39 +25,30 @@ _SESSIONS_PER_PIPELINE = 500
 async def purge_stale_index_entries(client: Any, keys: SessionKeys, tenant_id: UUID) -> int:
     """Remove entries of vanished sessions from every index of the tenant; return how many."""
     registry = keys.registry(tenant_id)
-    index_keys = sorted(text(k) for k in await client.smembers(registry))
+    index_keys = sorted(text(k) for k in await client.zrange(registry, 0, -1))
     removed = 0
     for start in range(0, len(index_keys), _INDEX_KEYS_PER_BATCH):
         batch = index_keys[start : start + _INDEX_KEYS_PER_BATCH]
-        removed += await _purge_batch(client, keys, tenant_id, registry, batch)
+        removed += await _purge_batch(client, keys, registry, batch)
     return removed
 
 
-async def _purge_batch(
-    client: Any, keys: SessionKeys, tenant_id: UUID, registry: str, index_keys: list[str]
-) -> int:
-    is_set = [keys.index_kind(tenant_id, key) == "step" for key in index_keys]
+async def _purge_batch(client: Any, keys: SessionKeys, registry: str, index_keys: list[str]) -> int:
     pipe = client.pipeline(transaction=False)
-    for key, a_set in zip(index_keys, is_set, strict=True):
-        if a_set:
-            pipe.smembers(key)
-        else:
-            pipe.zrange(key, 0, -1)
+    for key in index_keys:
+        pipe.zrange(key, 0, -1)
     members = [[text(m) for m in raw] for raw in await pipe.execute()]
     missing = await _missing_sessions(client, keys, sorted({m for ms in members for m in ms}))
     vanished = [key for key, key_members in zip(index_keys, members, strict=True) if not key_members]
     pipe = client.pipeline(transaction=False)
     removals = 0
-    for key, a_set, key_members in zip(index_keys, is_set, members, strict=True):
+    for key, key_members in zip(index_keys, members, strict=True):
         gone = [m for m in key_members if m in missing]
         if gone:
             removals += 1
-            if a_set:
-                pipe.srem(key, *gone)
-            else:
-                pipe.zrem(key, *gone)
+            pipe.zrem(key, *gone)
     if vanished:  # index keys that expired (or were emptied) themselves
-        pipe.srem(registry, *vanished)
+        pipe.zrem(registry, *vanished)
     if not removals and not vanished:
         return 0
     counts = await pipe.execute()

@@ -59,6 +59,26 @@ def require_aware_created_at(session: Session) -> Session:
     return session
 
 
+def next_last_activity(session: Session, now: datetime) -> datetime:
+    """``last_activity_at`` for a save of ``session`` happening at ``now`` (this process's clock).
+
+    Never earlier than the activity of the version being replaced: when that one is at or after
+    ``now`` (it was saved by a process whose clock runs ahead of ours), the new value is one
+    microsecond after it. Last activity then grows with every version of a session, so the lists
+    ordered by it agree with the order of the saves, whatever the writers' clocks.
+    """
+    previous = session.last_activity_at
+    if (
+        isinstance(session.version, int)
+        and session.version > 0
+        and isinstance(previous, datetime)
+        and previous.tzinfo is not None
+        and previous >= now
+    ):
+        return previous + timedelta(microseconds=1)
+    return now
+
+
 def activity_order_key(session: Session) -> tuple[int, UUID]:
     """Sort key for ``last_activity_at`` descending, then ``session_id`` ascending."""
     return (-epoch_micros(session.last_activity_at), session.session_id)

@@ -6,7 +6,8 @@ Rules every backend follows (proven by ``tests/contract/test_session_store.py``)
   as ``False``; saving over another tenant's session id is a ``ConflictError``;
 - ``save`` succeeds only if the stored version equals ``session.version`` (0 for a new session);
   otherwise ``ConflictError`` and nothing is written. It returns the stored copy with
-  ``version + 1`` and ``last_activity_at`` set to now;
+  ``version + 1`` and ``last_activity_at`` set to now (or one microsecond after the replaced
+  version's, if that is later: last activity never goes back from one version to the next);
 - returned objects are copies; ``limit`` is 1..1000 (``InvalidDataError``).
 """
 
@@ -31,7 +32,9 @@ class SessionStore(ABC):
 
     @abstractmethod
     async def get_by_channel(self, tenant_id: UUID, channel: Channel, user_channel_id: str) -> Session | None:
-        """The most recently saved session for this channel identity."""
+        """The most recently saved session for this channel identity: the order of the saves
+        as the backend saw them, not ``last_activity_at`` (which comes from the saving process's
+        clock, and a process whose clock runs ahead must not keep an older session "latest")."""
 
     @abstractmethod
     async def list_by_agent(

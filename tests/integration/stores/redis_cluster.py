@@ -7,8 +7,8 @@ The slots are split in three ranges with ``CLUSTER ADDSLOTSRANGE``, the nodes ar
 knows all three masters. No replicas: the tests need slot routing and cross-slot rules, not failover.
 
 Import the fixtures into the test module that needs them (``from tests.integration.stores.redis_cluster
-import redis_cluster_client, redis_cluster_nodes``); they start nothing until a test requests them,
-and every importing module shares the one cluster.
+import redis_cluster, redis_cluster_client, redis_cluster_nodes``); they start nothing until a test
+requests them, and every importing module shares the one cluster.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ class LocalRedisCluster:
         for node in self.nodes:
             node.stop()
 
+    def node_at(self, port: int) -> ClusterNodeServer:
+        """The node listening on ``port``."""
+        return next(node for node in self.nodes if node.port == port)
+
     def _client(self, node: ClusterNodeServer) -> redis.Redis:
         return redis.Redis(host=LOOPBACK, port=node.port, socket_timeout=5.0)
 
@@ -133,8 +137,22 @@ class _SharedCluster:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """The three-node cluster itself (its node processes, e.g. to stall one), stopped at the end.
+
+    Tests that change a node (stop it, change a slot's state or a setting) restore it in a
+    ``finally``: the cluster is shared by every test of the session."""
+    cluster = _SharedCluster.acquire(tmp_path_factory)
+    try:
+        yield cluster
+    finally:
+        _SharedCluster.release()
+
+
+@pytest.fixture(scope="session")
 def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[str, int]]]:
-    """``(host, port)`` of every node of a three-node cluster, stopped at the end."""
+    """``(host, port)`` of every node of the three-node cluster (self-contained, so a module may
+    import this fixture alone)."""
     cluster = _SharedCluster.acquire(tmp_path_factory)
     try:
         yield cluster.startup_nodes

@@ -8,100 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
-import pytest_asyncio
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.backoff import NoBackoff
+from redis.asyncio import Redis
 from redis.cluster import key_slot
-from redis.retry import Retry
 
-from focal.conversation.models import Channel, Session, StepVisit
+from focal.conversation.models import Session
 from focal.conversation.stores.redis import RedisSessionStore
-from focal.db.embedded import EmbeddedRedis, free_port
-from focal.errors import ConfigurationError, ConflictError, InvalidDataError, StoreConnectionError
+from focal.errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidDataError,
+    StoreError,
+)
 from tests.integration.stores.redis_cluster import redis_cluster_client, redis_cluster_nodes
+from tests.integration.stores.redis_support import (
+    any_client,
+    index_keys,
+    make_store,
+    redis_client,
+    session,
+    wait_until,
+    with_step,
+)
 from tests.support import new_tenant
 
-__all__ = ["redis_cluster_client", "redis_cluster_nodes"]  # fixtures used via getfixturevalue
+# Fixtures (``any_client`` requests the cluster ones through ``getfixturevalue``).
+__all__ = ["any_client", "redis_client", "redis_cluster_client", "redis_cluster_nodes"]
 
 pytestmark = pytest.mark.redis
-
-POLL_DEADLINE_SECONDS = 10.0
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-def any_client(request: pytest.FixtureRequest) -> Any:
-    """A standalone client or a cluster client, for tier and index behaviour that must hold on
-    both (on a cluster a save runs two scripts: the session's slot, then the tenant's)."""
-    name = "redis_client" if request.param == "standalone" else "redis_cluster_client"
-    return request.getfixturevalue(name)
-
-
-def make_store(client: Any, **options: Any) -> RedisSessionStore:
-    return RedisSessionStore(client, key_prefix=f"it-{uuid4().hex[:8]}", **options)
-
-
-def session(tenant_id: UUID, **fields: Any) -> Session:
-    values: dict[str, Any] = {
-        "agent_id": uuid4(),
-        "channel": Channel.WEB,
-        "user_channel_id": f"u-{uuid4().hex}",
-    }
-    values.update(fields)
-    return Session(tenant_id=tenant_id, **values)
-
-
-def with_step(tenant_id: UUID, **fields: Any) -> Session:
-    step = StepVisit(step_id=uuid4(), step_name="ask", step_content_hash="h1", turn_number=0)
-    return session(
-        tenant_id,
-        active_scenario_id=uuid4(),
-        active_scenario_version=1,
-        current_step_id=step.step_id,
-        step_history=[step],
-        customer_profile_id=uuid4(),
-        **fields,
-    )
-
-
-def index_keys(store: RedisSessionStore, s: Session) -> list[str]:
-    assert s.customer_profile_id and s.active_scenario_id and s.active_scenario_version
-    step_hash = s.current_step_hash()
-    assert step_hash
-    return [
-        store.keys.agent(s.tenant_id, s.agent_id),
-        store.keys.customer(s.tenant_id, s.customer_profile_id),
-        store.keys.channel(s.tenant_id, s.channel, s.user_channel_id),
-        store.keys.step(s.tenant_id, s.active_scenario_id, s.active_scenario_version, step_hash),
-    ]
-
-
-async def wait_until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    deadline = time.monotonic() + POLL_DEADLINE_SECONDS
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {POLL_DEADLINE_SECONDS}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -150,12 +88,44 @@ async def test_hot_ttl_never_outlives_max_age(any_client: Any) -> None:
     tenant = new_tenant()
     saved = await store.save(session(tenant))
     hot_key, persist_key = store.keys.hot(saved.session_id), store.keys.persist(saved.session_id)
-    # Absolute expiry times (PEXPIRETIME), so the two reads need not happen at the same instant.
-    assert await any_client.pexpiretime(hot_key) <= await any_client.pexpiretime(persist_key)
     assert 0 < await any_client.pttl(persist_key) <= 30_000
+    persist_at = await any_client.pexpiretime(persist_key)
+    # Absolute expiry times (PEXPIRETIME), so the reads need not happen at the same instant. The
+    # hot TTL (600 s) is longer than what is left of the max age: the hot key expires exactly
+    # with the persistent one, after a creation, a later save, a get and a promotion alike.
+    assert await any_client.pexpiretime(hot_key) == persist_at
+    saved = await store.save(saved)
+    assert await any_client.pexpiretime(hot_key) == persist_at == await any_client.pexpiretime(persist_key)
+    assert await store.get(tenant, saved.session_id) == saved
+    assert await any_client.pexpiretime(hot_key) == persist_at
     assert await store.demote_to_persistent(tenant, saved.session_id)
     assert await store.promote_to_hot(tenant, saved.session_id)
-    assert 0 < await any_client.pexpiretime(hot_key) <= await any_client.pexpiretime(persist_key)
+    assert await any_client.pexpiretime(hot_key) == persist_at
+
+
+async def test_hot_copy_without_its_persistent_copy_is_gone(any_client: Any) -> None:
+    """The persistent copy evicted (an evicting maxmemory-policy) or expired while the hot copy
+    lives: the session no longer exists, so its hot copy is deleted, never returned or re-armed."""
+    store = make_store(any_client, hot_ttl_seconds=600)
+    tenant = new_tenant()
+    saved = await store.save(with_step(tenant))
+    hot_key, persist_key = store.keys.hot(saved.session_id), store.keys.persist(saved.session_id)
+    await any_client.delete(persist_key)
+    assert await any_client.exists(hot_key)
+    assert await store.get(tenant, saved.session_id) is None
+    assert not await any_client.exists(hot_key)  # deleted, not re-armed with the hot TTL
+    assert await store.get(tenant, saved.session_id) is None
+    assert await store.promote_to_hot(tenant, saved.session_id) is False
+    assert await store.delete(tenant, saved.session_id) is False
+    assert await store.list_by_agent(tenant, saved.agent_id) == []
+    assert await store.get_by_channel(tenant, saved.channel, saved.user_channel_id) is None
+    # The id can be used again from version 0, as for any session that is gone.
+    again = await store.save(session(tenant, session_id=saved.session_id))
+    assert again.version == 1 and await store.get(tenant, saved.session_id) == again
+    # The same for a hot copy left alone with a demote in between.
+    await any_client.delete(persist_key)
+    assert await store.demote_to_persistent(tenant, saved.session_id) is False
+    assert not await any_client.exists(hot_key)
 
 
 async def test_promote_and_demote_respect_tenant_and_existence(any_client: Any) -> None:
@@ -188,7 +158,7 @@ async def test_max_age_counts_from_created_at_and_is_not_extended_by_saves(redis
     first_ttl = await redis_client.pttl(persist_key)
     assert 290_000 < first_ttl <= 300_000
     await store.save(saved)
-    assert await redis_client.pttl(persist_key) <= first_ttl
+    assert 0 < await redis_client.pttl(persist_key) <= first_ttl  # -1 would be "no expiry"
     too_old = session(tenant, created_at=datetime.now(UTC) - timedelta(seconds=601))
     with pytest.raises(InvalidDataError):
         await store.save(too_old)
@@ -254,12 +224,12 @@ async def test_delete_keeps_indexes_consistent(any_client: Any) -> None:
     store = make_store(any_client)
     saved = await store.save(with_step(new_tenant()))
     member = str(saved.session_id)
-    agent, customer, channel, step = index_keys(store, saved)
-    assert await any_client.sismember(step, member)
+    keys = index_keys(store, saved)
+    for key in keys:
+        assert await any_client.zscore(key, member) is not None
     assert await store.delete(saved.tenant_id, saved.session_id)
-    for key in (agent, customer, channel):
+    for key in keys:
         assert await any_client.zscore(key, member) is None
-    assert not await any_client.sismember(step, member)
     assert not await any_client.exists(store.keys.hot(saved.session_id), store.keys.persist(saved.session_id))
 
 
@@ -274,7 +244,7 @@ async def test_readers_drop_entries_of_vanished_sessions(any_client: Any) -> Non
     assert await any_client.zscore(agent, str(gone.session_id)) is None
     assert gone.active_scenario_id and gone.active_scenario_version
     assert await store.find_sessions_by_step_hash(tenant, gone.active_scenario_id, 1, "h1") == []
-    assert not await any_client.sismember(step, str(gone.session_id))
+    assert await any_client.zscore(step, str(gone.session_id)) is None
 
 
 async def test_index_keys_live_in_the_tenant_slot(redis_client: Redis) -> None:
@@ -369,95 +339,44 @@ async def test_stale_version_and_other_tenant_leave_every_key_untouched(any_clie
     assert await store.list_by_agent(tenant, first.agent_id) == [second]
 
 
+async def test_a_corrupt_stored_header_is_reported_alike_by_every_call(any_client: Any) -> None:
+    """get, save and delete (and promote/demote) all report a stored copy without the version
+    header as the same ``StoreError`` and change nothing: never "absent" for one call and
+    "conflict" for another."""
+    store = make_store(any_client)
+    tenant = new_tenant()
+    saved = await store.save(session(tenant))
+    tier_keys = [store.keys.hot(saved.session_id), store.keys.persist(saved.session_id)]
+    for key in tier_keys:
+        await any_client.set(key, b'{"not":"a session"}', keepttl=True)
+    before = [await any_client.get(k) for k in tier_keys]
+    calls = {
+        "get": lambda: store.get(tenant, saved.session_id),
+        "get by another tenant": lambda: store.get(new_tenant(), saved.session_id),
+        "save": lambda: store.save(saved),
+        "delete": lambda: store.delete(tenant, saved.session_id),
+        "promote": lambda: store.promote_to_hot(tenant, saved.session_id),
+        "demote": lambda: store.demote_to_persistent(tenant, saved.session_id),
+    }
+    for name, call in calls.items():
+        with pytest.raises(StoreError, match="unreadable header") as raised:
+            await call()
+        assert type(raised.value) is StoreError, name
+    assert [await any_client.get(k) for k in tier_keys] == before
+
+
 def test_invalid_options_are_configuration_errors() -> None:
     client = Redis()  # never used: the constructor refuses first
     for options in (
         {"key_prefix": "a{b}"},
         {"key_prefix": ""},
         {"hot_ttl_seconds": 0},
+        {"hot_ttl_seconds": float("nan")},
+        {"hot_ttl_seconds": float("inf")},
         {"max_age_seconds": -1},
+        {"max_age_seconds": float("nan")},
+        {"operation_timeout_seconds": float("inf")},
+        {"max_concurrent_operations": 0},
     ):
         with pytest.raises(ConfigurationError):
             RedisSessionStore(client, **options)
-
-
-async def test_unreachable_server_raises_store_connection_error() -> None:
-    client = Redis(port=free_port(), socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
-    store = make_store(client)
-    try:
-        assert await store.health_check() is False
-        with pytest.raises(StoreConnectionError) as raised:
-            await store.get(new_tenant(), uuid4())
-        assert raised.value.__cause__ is not None
-        with pytest.raises(StoreConnectionError):
-            await store.save(session(new_tenant()))
-        with pytest.raises(StoreConnectionError):
-            await store.list_by_agent(new_tenant(), uuid4())
-    finally:
-        await client.aclose()
-
-
-class DurableRedis(EmbeddedRedis):
-    """Append-only file fsynced on every write, so a SIGKILL loses nothing acknowledged."""
-
-    def _command(self, port: int) -> list[str]:
-        return [*super()._command(port), "--appendfsync", "always"]
-
-
-async def test_server_killed_mid_run_then_restarted_keeps_last_committed_session(tmp_path: Path) -> None:
-    server = DurableRedis(tmp_path / "redis", persistence=True)
-    await server.start_async()
-    pool = BlockingConnectionPool.from_url(
-        server.url, max_connections=8, timeout=5, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
-    client = Redis(connection_pool=pool)
-    try:
-        assert await client.config_get("appendfsync") == {"appendfsync": "always"}
-        store = make_store(client)
-        tenant = new_tenant()
-        last_ok = await store.save(session(tenant))
-        killed = asyncio.Event()
-
-        async def keep_saving() -> StoreConnectionError:
-            nonlocal last_ok
-            while True:
-                try:
-                    last_ok = await store.save(
-                        last_ok.model_copy(update={"turn_count": last_ok.turn_count + 1})
-                    )
-                except StoreConnectionError as exc:
-                    return exc
-                if last_ok.version == 20:
-                    killed.set()
-                    await asyncio.sleep(0)  # let the kill happen between two saves or during one
-
-        writer = asyncio.create_task(keep_saving())
-        await killed.wait()
-        assert server.pid is not None
-        os.kill(server.pid, signal.SIGKILL)
-        error = await asyncio.wait_for(writer, timeout=POLL_DEADLINE_SECONDS)
-        assert isinstance(error, StoreConnectionError)
-        with pytest.raises(StoreConnectionError):
-            await store.get(tenant, last_ok.session_id)
-        await server.stop_async()
-        await server.start_async()
-
-        async def healthy() -> bool:
-            return await store.health_check()
-
-        await wait_until(healthy, "the restarted server to answer")
-        stored = await store.get(tenant, last_ok.session_id)
-        assert stored is not None
-        # The write in flight at the kill may have been committed without its reply arriving.
-        assert stored.version in (last_ok.version, last_ok.version + 1)
-        if stored.version == last_ok.version:
-            assert stored == last_ok
-        assert stored.turn_count == stored.version - 1
-        hot = await client.get(store.keys.hot(stored.session_id))
-        assert hot in (None, await client.get(store.keys.persist(stored.session_id)))
-        again = await store.save(stored)
-        assert again.version == stored.version + 1
-    finally:
-        await client.aclose()
-        await pool.aclose()
-        await server.stop_async()
