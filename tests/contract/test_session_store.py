@@ -210,6 +210,12 @@ async def test_variables_round_trip_as_json(store: SessionStore) -> None:
         pytest.param(
             lambda s: s.model_copy(update={"created_at": datetime(2026, 1, 1)}), id="naive-created-at"
         ),
+        # JSON has no NaN: pydantic would write null, and the value read back would differ.
+        pytest.param(lambda s: s.model_copy(update={"variables": {"x": float("nan")}}), id="nan-variable"),
+        pytest.param(lambda s: s.model_copy(update={"variables": {"x": [float("inf")]}}), id="inf-variable"),
+        pytest.param(lambda s: s.model_copy(update={"variables": {"\ud800": 1}}), id="surrogate-key"),
+        pytest.param(lambda s: s.model_copy(update={"variables": {"x": "a\ud800"}}), id="surrogate-value"),
+        pytest.param(lambda s: s.model_copy(update={"variables": {"x": "a\x00b"}}), id="nul-value"),
     ],
 )
 async def test_bad_input_raises_invalid_data_and_changes_nothing(store: SessionStore, break_it: Any) -> None:
@@ -223,6 +229,16 @@ async def test_bad_input_raises_invalid_data_and_changes_nothing(store: SessionS
         await store.save(break_it(fresh))
     assert await store.get(tenant, fresh.session_id) is None
     assert ids(await store.list_by_agent(tenant, saved.agent_id)) == [saved.session_id]
+
+
+@pytest.mark.parametrize("text", ["\ud800", "a\x00b"])
+async def test_lookups_by_text_no_session_can_hold_are_invalid_data(store: SessionStore, text: str) -> None:
+    tenant = new_tenant()
+    await store.save(session(tenant))
+    with pytest.raises(InvalidDataError):
+        await store.get_by_channel(tenant, Channel.WEB, text)
+    with pytest.raises(InvalidDataError):
+        await store.find_sessions_by_step_hash(tenant, uuid4(), 1, text)
 
 
 @pytest.mark.parametrize("limit", [0, -1, 1001])

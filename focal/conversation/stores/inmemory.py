@@ -23,6 +23,7 @@ from focal.conversation.models import Channel, Session, SessionStatus
 from focal.conversation.scope_filter import session_matches_scope_filter
 from focal.conversation.stores.session_codec import (
     activity_order_key,
+    check_lookup_text,
     checked_for_save,
     is_at_step,
     next_last_activity,
@@ -83,6 +84,7 @@ class InMemorySessionStore(SessionStore):
         return [s for s in self._sessions.values() if s.tenant_id == tenant_id]
 
     async def get_by_channel(self, tenant_id: UUID, channel: Channel, user_channel_id: str) -> Session | None:
+        check_lookup_text(user_channel_id, "user_channel_id")
         matches = [
             s
             for s in self._tenant_sessions(tenant_id)
@@ -122,6 +124,7 @@ class InMemorySessionStore(SessionStore):
         step_content_hash: str,
         scope_filter: ScopeFilter | None = None,
     ) -> list[Session]:
+        check_lookup_text(step_content_hash, "step_content_hash")
         now = utc_now()
         matches = [
             s

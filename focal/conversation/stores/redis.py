@@ -62,6 +62,7 @@ from focal.conversation.stores.redis_scripts import (
     encode_next_version,
 )
 from focal.conversation.stores.session_codec import (
+    check_lookup_text,
     epoch_micros,
     is_at_step,
     next_last_activity,
@@ -307,6 +308,7 @@ class RedisSessionStore(SessionStore):
     # --- indexes --------------------------------------------------------------------------
 
     async def get_by_channel(self, tenant_id: UUID, channel: Channel, user_channel_id: str) -> Session | None:
+        check_lookup_text(user_channel_id, "user_channel_id")
         async with self._gate("session.get_by_channel", tenant_id):
             return await IndexReader(self._client, self.keys, tenant_id).latest(
                 self.keys.channel(tenant_id, channel, user_channel_id),
@@ -345,6 +347,7 @@ class RedisSessionStore(SessionStore):
         step_content_hash: str,
         scope_filter: ScopeFilter | None = None,
     ) -> list[Session]:
+        check_lookup_text(step_content_hash, "step_content_hash")
         now = utc_now()
         async with self._gate("session.find_by_step_hash", tenant_id):
             at_step = await IndexReader(self._client, self.keys, tenant_id).all_members(

@@ -48,6 +48,7 @@ from redis import exceptions as redis_exceptions
 from focal.conversation.models import Session
 from focal.conversation.stores.session_codec import parse_session, require_aware_created_at
 from focal.errors import InvalidDataError
+from focal.validation import check_storable
 
 _HEADER_FIELDS = {"version", "tenant_id", "last_activity_at"}
 
@@ -73,6 +74,7 @@ def encode_next_version(session: Session, now: datetime) -> tuple[bytes, Session
         raise InvalidDataError(f"session {session.session_id}: version must be an integer >= 0")
     if not isinstance(tenant_id, UUID):  # the header must hold the canonical form the scripts compare
         raise InvalidDataError(f"session {session.session_id}: tenant_id must be a UUID")
+    check_storable(session, f"session {session.session_id}")  # NaN would be written as null
     try:
         body = session.__pydantic_serializer__.to_json(session, exclude=_HEADER_FIELDS)
     except (PydanticSerializationError, AttributeError, TypeError, ValueError) as exc:

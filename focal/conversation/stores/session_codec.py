@@ -14,6 +14,7 @@ from pydantic_core import PydanticSerializationError
 
 from focal.conversation.models import Session
 from focal.errors import InvalidDataError
+from focal.validation import check_storable, check_text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -47,10 +48,19 @@ def normalized_copy(session: Session) -> Session:
 def checked_for_save(session: Session) -> Session:
     """The validated copy a backend stores; refuses what later reads could not compute with.
 
-    ``created_at`` must be timezone-aware: session age (scope filters, Redis max age) is computed
-    against aware UTC time, and a naive value would fail there, long after the write.
+    Every value must survive JSON as it is (``check_storable``: no NaN, which pydantic would turn
+    into ``null``, no lone surrogate, keys included, no NUL). ``created_at`` must be
+    timezone-aware: session age (scope filters, Redis max age) is computed against aware UTC time,
+    and a naive value would fail there, long after the write.
     """
+    check_storable(session, f"session {session.session_id}")
     return require_aware_created_at(normalized_copy(session))
+
+
+def check_lookup_text(value: str, what: str) -> None:
+    """A text a lookup compares: what no session can hold is refused like a stored value would be
+    (the Redis backend would otherwise fail to encode it into a key)."""
+    check_text(value, what)
 
 
 def require_aware_created_at(session: Session) -> Session:
