@@ -96,6 +96,8 @@ class ProviderCall:
         traceback: TracebackType | None,
     ) -> None:
         outcome = "ok" if exc_type is None else exc_type.__name__
+        if exc_type is not None and issubclass(exc_type, GeneratorExit | asyncio.CancelledError):
+            outcome = "cancelled"  # the consumer of a stream stopped reading, or the task was cancelled
         event = dict(
             provider=self.provider,
             model=self.model,

@@ -18,7 +18,7 @@ from focal.bootstrap import FocalServices, build_services
 from focal.conversation.models import Channel
 from focal.demo import DEMO_CONVERSATION, load_demo_agent
 from focal.providers.llm.anthropic import AnthropicProvider
-from focal.providers.llm.base import LLMProvider, LLMResponse, ModelT
+from focal.providers.llm.base import LLMProvider, LLMResponse, ModelT, StreamEvent
 from focal.settings import Settings
 from tests.api.conftest import JWT_SECRET, asgi_client, bearer
 from tests.unit.providers.fake_vendor import (
@@ -238,6 +238,9 @@ class _Rendezvous(LLMProvider):
     async def generate_structured(
         self, prompt: str, schema: type[ModelT], *, system_prompt: str | None = None, max_tokens: int = 1024
     ) -> tuple[ModelT, LLMResponse]:
+        raise NotImplementedError
+
+    def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
         raise NotImplementedError
 
 

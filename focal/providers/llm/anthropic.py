@@ -10,12 +10,13 @@ no longer has sampling parameters, and sending an unknown field would make every
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import anthropic
+from anthropic.lib.streaming import AsyncMessageStream
 from anthropic.types import AssistantMessageParam, Message, MessageParam, ToolUseBlock, UserMessageParam
 from pydantic import SecretStr
 
@@ -32,7 +33,11 @@ from focal.providers.llm.base import (
     LLMProvider,
     LLMResponse,
     ModelT,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
     TokenUsage,
+    broken_stream_errors,
     normalise_finish_reason,
     repair_instructions,
     schema_name,
@@ -40,6 +45,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
+from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
 from focal.providers.retry import ProviderCall, RetryPolicy
 
 PROVIDER = "anthropic"
@@ -139,6 +145,9 @@ class AnthropicProvider(LLMProvider):
         max_tokens: int = 1024,
         temperature: float = 0.7,
         stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
     ) -> LLMResponse:
         validate_generation_args(
             prompt,
@@ -147,14 +156,13 @@ class AnthropicProvider(LLMProvider):
             max_tokens=max_tokens,
             temperature=temperature,
             stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
         )
-        messages = [_message_param(m.role, m.content) for m in history or ()]
-        messages.append(_message_param("user", prompt))
-        options: dict[str, Any] = {}
-        if system_prompt:
-            options["system"] = system_prompt
-        if stop_sequences:
-            options["stop_sequences"] = list(stop_sequences)
+        messages, options = _request(
+            prompt, system_prompt, history, stop_sequences, tools, tool_rounds, tool_choice
+        )
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate", policy=self._policy
         ) as call:
@@ -162,6 +170,51 @@ class AnthropicProvider(LLMProvider):
             response = _to_response(message)
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[StreamEvent]:
+        validate_generation_args(
+            prompt,
+            system_prompt=system_prompt,
+            history=history,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
+        )
+        messages, options = _request(
+            prompt, system_prompt, history, stop_sequences, tools, tool_rounds, tool_choice
+        )
+        async with ProviderCall(
+            provider=PROVIDER, model=self._model, operation="stream", policy=self._policy
+        ) as call:
+            # Opening the stream (the HTTP status) is retried like any call; once events flow, a
+            # failure ends the stream with an error: text already handed out cannot be taken back.
+            stream = await call.run(partial(self._open_stream, messages, max_tokens, options))
+            try:
+                with broken_stream_errors(PROVIDER), anthropic_errors():
+                    async for event in stream:
+                        if event.type == "text" and event.text:
+                            yield TextDelta(text=event.text)
+                    message = await stream.get_final_message()
+            finally:
+                await stream.close()
+            response = _to_response(message)
+            call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+            yield StreamDone(response=response)
 
     async def generate_structured(
         self,
@@ -215,6 +268,67 @@ class AnthropicProvider(LLMProvider):
             )
         return message
 
+    async def _open_stream(
+        self, messages: list[MessageParam], max_tokens: int, options: dict[str, Any]
+    ) -> AsyncMessageStream[Any]:
+        with anthropic_errors():
+            manager = self._client.messages.stream(
+                model=self._model, max_tokens=max_tokens, messages=messages, **options
+            )
+            stream: AsyncMessageStream[Any] = await manager.__aenter__()
+        return stream
+
+
+def _request(
+    prompt: str,
+    system_prompt: str | None,
+    history: Sequence[LLMMessage] | None,
+    stop_sequences: Sequence[str] | None,
+    tools: Sequence[ToolSpec] | None,
+    tool_rounds: Sequence[ToolRound] | None,
+    tool_choice: ToolChoice,
+) -> tuple[list[MessageParam], dict[str, Any]]:
+    """The Messages API ``messages`` and the other options of a generate/stream call."""
+    messages = [_message_param(m.role, m.content) for m in history or ()]
+    messages.append(_message_param("user", prompt))
+    for round_ in tool_rounds or ():
+        messages.extend(_round_turns(round_))
+    options: dict[str, Any] = {}
+    if system_prompt:
+        options["system"] = system_prompt
+    if stop_sequences:
+        options["stop_sequences"] = list(stop_sequences)
+    if tools:
+        options["tools"] = [
+            {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
+            for tool in tools
+        ]
+        options["tool_choice"] = {"type": tool_choice}
+    return messages, options
+
+
+def _round_turns(round_: ToolRound) -> list[MessageParam]:
+    """A tool round as the assistant's tool_use turn and the user's tool_result turn."""
+    content: list[Any] = [{"type": "text", "text": round_.text}] if round_.text.strip() else []
+    # A tool_use input must be an object; arguments that were not one were already answered with
+    # an error result, so the call is replayed with an empty input rather than a 400 for the turn.
+    content.extend(
+        {
+            "type": "tool_use",
+            "id": call.id,
+            "name": call.name,
+            "input": call.arguments if isinstance(call.arguments, dict) else {},
+        }
+        for call in round_.calls
+    )
+    results = [
+        {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
+        for r in round_.results
+    ]
+    assistant: MessageParam = {"role": "assistant", "content": content}
+    user: MessageParam = {"role": "user", "content": cast(Any, results)}
+    return [assistant, user]
+
 
 def _message_param(role: str, content: str) -> MessageParam:
     if role == "user":
@@ -250,6 +364,11 @@ def _to_response(message: Message) -> LLMResponse:
     """Normalise a Messages API answer; a body missing the expected fields is InvalidResponseError."""
     try:
         text = "".join(block.text for block in message.content if block.type == "text")
+        calls = tuple(
+            ToolCall(id=block.id, name=block.name, arguments=block.input)
+            for block in message.content
+            if block.type == "tool_use"
+        )
         usage = message.usage
         cached_tokens = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
         prompt_tokens = usage.input_tokens + cached_tokens
@@ -264,5 +383,6 @@ def _to_response(message: Message) -> LLMResponse:
         model=model,
         usage=TokenUsage.of(prompt_tokens, completion_tokens),
         finish_reason=finish_reason,
+        tool_calls=calls,
         raw_response=raw,
     )

@@ -1,20 +1,36 @@
 """The LLM provider interface and the value objects it speaks.
 
 Vendor SDK types never cross this boundary: callers get ``LLMResponse`` with a normalised
-``finish_reason`` and ``TokenUsage``, whatever the vendor. Argument checks shared by every
-provider live here so that bad input raises ``ProviderInputError`` before any network call.
+``finish_reason``, ``TokenUsage`` and neutral ``ToolCall`` objects, whatever the vendor. Argument
+checks shared by every provider live here so that bad input raises ``ProviderInputError`` before
+any network call.
+
+Streaming (``LLMProvider.stream``) yields ``TextDelta`` events as the vendor sends text, then
+exactly one ``StreamDone`` carrying the ``LLMResponse`` a ``generate`` call would have returned
+(full text, usage, finish reason, tool calls). Failures before the first event are retried like
+``generate``; a failure after it raises from the iteration (no retry: text was already given out).
+A consumer that stops iterating early (``aclose`` or cancellation) closes the vendor connection.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from focal.errors import ContentFilterError, InvalidResponseError, ProviderInputError
+from focal.errors import (
+    ContentFilterError,
+    FocalError,
+    InvalidResponseError,
+    ProviderError,
+    ProviderInputError,
+    ProviderUnavailableError,
+)
 from focal.logging import get_logger
+from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec, validate_tool_args
 from focal.providers.retry import ProviderCall
 
 FinishReason = Literal["stop", "length", "content_filter", "tool_use"]
@@ -64,14 +80,38 @@ class LLMResponse(BaseModel):
     ``finish_reason`` is normalised: "stop" (natural end or a stop sequence), "length"
     (max_tokens or the context window reached), "content_filter" (the vendor refused or filtered;
     ``content`` then holds whatever text it gave, e.g. the refusal) or "tool_use".
-    ``raw_response`` is the vendor's JSON body, for debugging and audit.
+    ``tool_calls`` holds the calls the model asked for (then ``finish_reason`` is "tool_use");
+    ``content`` may carry text the model said before them. ``raw_response`` is the vendor's JSON
+    body, for debugging and audit.
     """
 
     content: str
     model: str
     usage: TokenUsage
     finish_reason: FinishReason
+    tool_calls: tuple[ToolCall, ...] = ()
     raw_response: dict[str, Any] | None = None
+
+
+class TextDelta(BaseModel):
+    """A piece of the answer's text, in order; the pieces joined are ``StreamDone.response.content``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["delta"] = "delta"
+    text: str
+
+
+class StreamDone(BaseModel):
+    """The last event of a stream: the complete response, as ``generate`` would return it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["done"] = "done"
+    response: LLMResponse
+
+
+StreamEvent = TextDelta | StreamDone
 
 
 class LLMProvider(ABC):
@@ -92,8 +132,32 @@ class LLMProvider(ABC):
         max_tokens: int = 1024,
         temperature: float = 0.7,
         stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
     ) -> LLMResponse:
-        """Answer ``prompt`` as the next user turn after ``history``."""
+        """Answer ``prompt`` as the next user turn after ``history``.
+
+        With ``tools`` the model may answer with ``tool_calls`` instead of (or besides) text;
+        ``tool_rounds`` are the earlier rounds of this turn's tool loop, appended after ``prompt``
+        in order. ``tool_choice="none"`` forbids further calls (the model must answer in text).
+        """
+
+    @abstractmethod
+    def stream(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[StreamEvent]:
+        """``generate`` as a stream: ``TextDelta`` events, then one ``StreamDone`` (module doc)."""
 
     @abstractmethod
     async def generate_structured(
@@ -114,6 +178,34 @@ class LLMProvider(ABC):
         """Release network resources (HTTP connection pools). Safe to call more than once."""
 
 
+@contextmanager
+def broken_stream_errors(provider: str) -> Iterator[None]:
+    """Errors while reading a stream that already started (around the vendor's own translation).
+
+    Once events flow, the vendor signals trouble with an error event inside a 200 response (an
+    overload, a server error), or the connection breaks off. Both mean "try again later":
+    ``ProviderUnavailableError``. A non-Focal exception here can only come from the SDK's
+    transport (its HTTP library's read errors are not wrapped during iteration), so it is
+    translated too, with its type in the message.
+    """
+    try:
+        yield
+    except ProviderUnavailableError:
+        raise
+    except ProviderError as exc:
+        if exc.status_code is not None and exc.status_code >= 400:
+            raise
+        raise ProviderUnavailableError(
+            f"{provider}: the stream broke off: {exc}", provider=provider, status_code=exc.status_code
+        ) from exc
+    except FocalError:
+        raise
+    except Exception as exc:
+        raise ProviderUnavailableError(
+            f"{provider}: the stream broke off: {type(exc).__name__}: {exc}", provider=provider
+        ) from exc
+
+
 def validate_generation_args(
     prompt: str,
     *,
@@ -122,8 +214,12 @@ def validate_generation_args(
     max_tokens: int = 1024,
     temperature: float = 0.7,
     stop_sequences: Sequence[str] | None = None,
+    tools: Sequence[ToolSpec] | None = None,
+    tool_rounds: Sequence[ToolRound] | None = None,
+    tool_choice: str = "auto",
 ) -> None:
     """Raise ``ProviderInputError`` for arguments no vendor would accept."""
+    validate_tool_args(tools, tool_rounds, tool_choice)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ProviderInputError("prompt must be a non-empty string")
     if system_prompt is not None and not isinstance(system_prompt, str):

@@ -17,6 +17,19 @@ skipped. Tokens are whitespace-separated words: the answer is cut to ``max_token
 towards ``prompt_tokens`` only. ``temperature`` is accepted and has no effect: the output depends
 on the input alone, so two instances given the same input answer the same.
 
+**Tools.** When tools are offered (``tool_choice="auto"``), the provider calls, in one round, every
+offered tool it has not called yet in this turn whose required parameters it can fill, and answers
+in text once none is left. A parameter is filled from a ``Known values:`` block (``- name: value``
+lines, the turn's variables) when it names the parameter, else from the customer's message: the
+first match of the parameter's ``pattern`` (anchors dropped), or the first of its ``enum`` values
+that appears in the message as a word. Values are coerced to the parameter's integer/number type.
+A tool without required parameters is always callable. After tool rounds, each failed call adds a
+sentence ``I could not complete <tool>: <error>.`` to the answer; successful results add nothing
+(templates render what the turn captured from them).
+
+**Streaming** yields the ``generate`` answer word by word (each word with its following
+whitespace), then the response.
+
 ``generate_structured`` fills the schema from its JSON schema: string fields get the composed
 answer, numbers their minimum (or 0), booleans False, enums and literals their first value,
 optional fields None, lists their minimum length of items; fields with defaults keep them.
@@ -24,7 +37,8 @@ optional fields None, lists their minimum length of items; fields with defaults 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,15 +50,21 @@ from focal.providers.llm.base import (
     LLMProvider,
     LLMResponse,
     ModelT,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
     TokenUsage,
     validate_generation_args,
     validate_schema,
 )
+from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
 
 MODEL_ID = "offline"
 RULES_HEADER = "Rules to follow:"
 SUGGESTIONS_HEADER = "Suggested responses:"
 CUSTOMER_PREFIX = "Customer:"
+KNOWN_VALUES_HEADER = "Known values:"
+_WORDS = re.compile(r"\S+\s*")
 
 
 class OfflineLLMProvider(LLMProvider):
@@ -66,6 +86,9 @@ class OfflineLLMProvider(LLMProvider):
         max_tokens: int = 1024,
         temperature: float = 0.7,
         stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
     ) -> LLMResponse:
         validate_generation_args(
             prompt,
@@ -74,9 +97,55 @@ class OfflineLLMProvider(LLMProvider):
             max_tokens=max_tokens,
             temperature=temperature,
             stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
         )
         context = [system_prompt or "", *(m.content for m in history or ()), prompt]
-        return _respond(compose_answer(prompt), context, max_tokens, stop_sequences)
+        rounds = tuple(tool_rounds or ())
+        if tools and tool_choice == "auto":
+            calls = choose_tool_calls(prompt, tools, rounds)
+            if calls:
+                return LLMResponse(
+                    content="",
+                    model=MODEL_ID,
+                    usage=_usage(context, ""),
+                    finish_reason="tool_use",
+                    tool_calls=calls,
+                )
+        answer = compose_answer(prompt)
+        failures = [r for round_ in rounds for r in round_.results if r.is_error]
+        if failures:
+            answer = " ".join([answer, *(f"I could not complete {r.name}: {r.content}." for r in failures)])
+        return _respond(answer, context, max_tokens, stop_sequences)
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[StreamEvent]:
+        response = await self.generate(
+            prompt,
+            system_prompt=system_prompt,
+            history=history,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
+        )
+        for word in _WORDS.findall(response.content):
+            yield TextDelta(text=word)
+        yield StreamDone(response=response)
 
     async def generate_structured(
         self,
@@ -115,6 +184,76 @@ def compose_answer(prompt: str) -> str:
     customer_lines = [line.strip() for line in lines if line.strip().startswith(CUSTOMER_PREFIX)]
     said = customer_lines[-1][len(CUSTOMER_PREFIX) :].strip() if customer_lines else " ".join(prompt.split())
     return f'Thank you for your message: "{said}". (offline mode: no language model is configured)'
+
+
+def choose_tool_calls(
+    prompt: str, tools: Sequence[ToolSpec], tool_rounds: Sequence[ToolRound]
+) -> tuple[ToolCall, ...]:
+    """The calls of the next round: every offered tool not yet called whose arguments can be filled."""
+    lines = prompt.splitlines()
+    message = _customer_text(lines)
+    known = dict(item.split(": ", 1) for item in _bullet_block(lines, KNOWN_VALUES_HEADER) if ": " in item)
+    called = {call.name for round_ in tool_rounds for call in round_.calls}
+    calls: list[ToolCall] = []
+    for tool in tools:
+        if tool.name in called:
+            continue
+        arguments = _fill_arguments(tool.parameters, message, known)
+        if arguments is not None:
+            calls.append(
+                ToolCall(
+                    id=f"offline_{len(tool_rounds) + 1}_{len(calls) + 1}", name=tool.name, arguments=arguments
+                )
+            )
+    return tuple(calls)
+
+
+def _fill_arguments(schema: dict[str, Any], message: str, known: dict[str, str]) -> dict[str, Any] | None:
+    """Arguments for ``schema`` from known values and the message; None if a required one is missing."""
+    properties: dict[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    arguments: dict[str, Any] = {}
+    for name, spec in properties.items():
+        spec = spec if isinstance(spec, dict) else {}
+        raw = known.get(name)
+        if raw is None:
+            raw = _find_in_message(spec, message)
+        value = _coerce(raw, spec.get("type")) if raw is not None else None
+        if value is not None:
+            arguments[name] = value
+        elif name in required:
+            return None
+    return arguments
+
+
+def _find_in_message(spec: dict[str, Any], message: str) -> str | None:
+    pattern = spec.get("pattern")
+    if isinstance(pattern, str):
+        try:
+            found = re.search(pattern.removeprefix("^").removesuffix("$"), message)
+        except re.error:
+            return None
+        return found.group(0) if found else None
+    for option in spec.get("enum") or ():
+        if isinstance(option, str) and re.search(rf"\b{re.escape(option)}\b", message, re.IGNORECASE):
+            return option
+    return None
+
+
+def _coerce(raw: str, kind: Any) -> Any:
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return float(raw)
+    except ValueError:
+        return None
+    return raw
+
+
+def _customer_text(lines: list[str]) -> str:
+    customer_lines = [line.strip() for line in lines if line.strip().startswith(CUSTOMER_PREFIX)]
+    return customer_lines[-1][len(CUSTOMER_PREFIX) :].strip() if customer_lines else ""
 
 
 def _bullet_block(lines: list[str], header: str) -> list[str]:

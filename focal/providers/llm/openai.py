@@ -12,13 +12,16 @@ not validate is sent back once with the validation errors.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai import AsyncStream
+from openai.lib.streaming.chat import ChatCompletionStreamState
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from focal.errors import (
@@ -34,7 +37,11 @@ from focal.providers.llm.base import (
     LLMProvider,
     LLMResponse,
     ModelT,
+    StreamDone,
+    StreamEvent,
+    TextDelta,
     TokenUsage,
+    broken_stream_errors,
     normalise_finish_reason,
     repair_instructions,
     schema_name,
@@ -42,6 +49,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
+from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
 from focal.providers.retry import ProviderCall, RetryPolicy
 
 PROVIDER = "openai"
@@ -146,6 +154,9 @@ class OpenAIProvider(LLMProvider):
         max_tokens: int = 1024,
         temperature: float = 0.7,
         stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
     ) -> LLMResponse:
         validate_generation_args(
             prompt,
@@ -154,11 +165,12 @@ class OpenAIProvider(LLMProvider):
             max_tokens=max_tokens,
             temperature=temperature,
             stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
         )
-        messages = _messages(prompt, system_prompt, history)
-        options: dict[str, Any] = {self._limit_field: max_tokens, "temperature": temperature}
-        if stop_sequences:
-            options["stop"] = list(stop_sequences)
+        messages = _messages(prompt, system_prompt, history, tool_rounds)
+        options = self._options(max_tokens, temperature, stop_sequences, tools, tool_choice)
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate", policy=self._policy
         ) as call:
@@ -166,6 +178,77 @@ class OpenAIProvider(LLMProvider):
             response = _to_response(completion)
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
+
+    async def stream(
+        self,
+        prompt: str,
+        *,
+        system_prompt: str | None = None,
+        history: Sequence[LLMMessage] | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        stop_sequences: Sequence[str] | None = None,
+        tools: Sequence[ToolSpec] | None = None,
+        tool_rounds: Sequence[ToolRound] | None = None,
+        tool_choice: ToolChoice = "auto",
+    ) -> AsyncIterator[StreamEvent]:
+        validate_generation_args(
+            prompt,
+            system_prompt=system_prompt,
+            history=history,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
+        )
+        messages = _messages(prompt, system_prompt, history, tool_rounds)
+        options = self._options(max_tokens, temperature, stop_sequences, tools, tool_choice)
+        # The usage arrives in a last chunk without choices, only when asked for.
+        options.update(stream=True, stream_options={"include_usage": True})
+        async with ProviderCall(
+            provider=PROVIDER, model=self._model, operation="stream", policy=self._policy
+        ) as call:
+            # Opening the stream (the HTTP status) is retried like any call; once chunks flow, a
+            # failure ends the stream with an error: text already handed out cannot be taken back.
+            chunks = await call.run(partial(self._open_stream, messages, options))
+            state: ChatCompletionStreamState[Any] = ChatCompletionStreamState()
+            try:
+                with broken_stream_errors(PROVIDER), openai_errors():
+                    async for chunk in chunks:
+                        state.handle_chunk(chunk)
+                        for choice in chunk.choices[:1]:
+                            if choice.delta.content:
+                                yield TextDelta(text=choice.delta.content)
+                    completion = state.get_final_completion()
+            finally:
+                await chunks.close()
+            response = _to_response(completion)
+            call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
+            yield StreamDone(response=response)
+
+    def _options(
+        self,
+        max_tokens: int,
+        temperature: float,
+        stop_sequences: Sequence[str] | None,
+        tools: Sequence[ToolSpec] | None,
+        tool_choice: ToolChoice,
+    ) -> dict[str, Any]:
+        options: dict[str, Any] = {self._limit_field: max_tokens, "temperature": temperature}
+        if stop_sequences:
+            options["stop"] = list(stop_sequences)
+        if tools:
+            options["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in tools
+            ]
+            options["tool_choice"] = tool_choice
+        return options
 
     async def generate_structured(
         self,
@@ -185,7 +268,7 @@ class OpenAIProvider(LLMProvider):
                 "json_schema": {"name": schema_name(schema), "schema": strict_schema, "strict": True},
             },
         }
-        messages = _messages(prompt, system_prompt, None)
+        messages = _messages(prompt, system_prompt, None, None)
 
         async def ask(call: ProviderCall) -> tuple[LLMResponse, ChatCompletion]:
             completion = await call.run(partial(self._create, messages, options))
@@ -212,9 +295,21 @@ class OpenAIProvider(LLMProvider):
             )
         return completion
 
+    async def _open_stream(
+        self, messages: list[ChatCompletionMessageParam], options: dict[str, Any]
+    ) -> AsyncStream[ChatCompletionChunk]:
+        with openai_errors():
+            chunks: AsyncStream[ChatCompletionChunk] = await self._client.chat.completions.create(
+                model=self._model, messages=messages, **options
+            )
+        return chunks
+
 
 def _messages(
-    prompt: str, system_prompt: str | None, history: Sequence[LLMMessage] | None
+    prompt: str,
+    system_prompt: str | None,
+    history: Sequence[LLMMessage] | None,
+    tool_rounds: Sequence[ToolRound] | None,
 ) -> list[ChatCompletionMessageParam]:
     messages: list[ChatCompletionMessageParam] = []
     if system_prompt:
@@ -225,7 +320,39 @@ def _messages(
         else:
             messages.append({"role": "assistant", "content": message.content})
     messages.append({"role": "user", "content": prompt})
+    for round_ in tool_rounds or ():
+        messages.append(
+            {
+                "role": "assistant",
+                "content": round_.text or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": _arguments_text(call.arguments)},
+                    }
+                    for call in round_.calls
+                ],
+            }
+        )
+        for result in round_.results:
+            # Chat completions have no error flag on a tool message: the content says it.
+            content = f"ERROR: {result.content}" if result.is_error else result.content
+            messages.append({"role": "tool", "tool_call_id": result.call_id, "content": content})
     return messages
+
+
+def _arguments_text(arguments: Any) -> str:
+    """The arguments as the model sent them: undecodable text stays that text."""
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def _arguments(text: str) -> Any:
+    """Decoded call arguments; text that is not JSON is kept as the string (refused by the schema)."""
+    try:
+        return json.loads(text) if text.strip() else {}
+    except ValueError:
+        return text
 
 
 def _to_response(completion: ChatCompletion) -> LLMResponse:
@@ -239,6 +366,11 @@ def _to_response(completion: ChatCompletion) -> LLMResponse:
         message = choice.message
         refusal = getattr(message, "refusal", None)
         content = message.content or refusal or ""
+        calls = tuple(
+            ToolCall(id=call.id, name=call.function.name, arguments=_arguments(call.function.arguments))
+            for call in message.tool_calls or ()
+            if call.type == "function"
+        )
         finish_reason = normalise_finish_reason(PROVIDER, choice.finish_reason, _FINISH_REASONS)
         if refusal:
             finish_reason = "content_filter"
@@ -256,5 +388,6 @@ def _to_response(completion: ChatCompletion) -> LLMResponse:
         model=model,
         usage=TokenUsage.of(prompt_tokens, completion_tokens),
         finish_reason=finish_reason,
+        tool_calls=calls,
         raw_response=raw,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
@@ -34,7 +34,7 @@ from focal.profile.stores.inmemory import InMemoryProfileStore
 from focal.profile.stores.store import ProfileStore
 from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
-from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, TokenUsage
+from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, StreamEvent, TokenUsage
 
 DIMENSIONS = 1536  # the default dimension: fewer hash collisions than a small one, so scores are lexical
 
@@ -102,6 +102,9 @@ class RecordingLLM(LLMProvider):
         self, prompt: str, schema: type[ModelT], *, system_prompt: str | None = None, max_tokens: int = 1024
     ) -> tuple[ModelT, LLMResponse]:
         raise NotImplementedError("the turn pipeline does not use structured output")
+
+    def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
+        raise NotImplementedError("the turn pipeline does not stream yet")
 
 
 @dataclass
