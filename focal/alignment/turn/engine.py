@@ -18,7 +18,7 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    answers from (``retrieval.py``); and the history read. The move comes before retrieval so that
    the step a message leads to supplies the rules and templates of the answer (the step's question
    is what the customer should see next).
-3. Respond (``respond.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
+3. Answer (``answer.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
    An LLM answer that no store could keep is a provider failure too (``InvalidResponseError``).
 4. Embed the answer; build every record of the turn (session, turn record, events, episodes) and
    run every store's checks on them (``checks.py``); create the customer's profile if they are new
@@ -42,27 +42,23 @@ from uuid import UUID, uuid4
 
 from focal.alignment.models import Agent
 from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
-from focal.alignment.turn.prompt import build_prompt
 from focal.alignment.turn.records import (
     Answered,
-    Reply,
     TurnDraft,
     build_writes,
     matched_rules,
     scenario_position,
 )
-from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
 from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
-from focal.audit.models import TokenCounts
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
 from focal.conversation.stores.store import SessionStore
-from focal.errors import ConflictError, InvalidDataError, InvalidResponseError, NotFoundError, ProviderError
-from focal.logging import get_logger
+from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
 from focal.profile.models import CustomerProfile
@@ -117,6 +113,7 @@ class TurnEngine:
         self._config = config or TurnConfig()
         self._stores = TurnStores(session_store, audit_store, memory_store)
         self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
+        self._answerer = Answerer(config_store, llm_provider, self._checks)
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -215,7 +212,9 @@ class TurnEngine:
         record_fires(session, matches, turn_number)
 
         with timer.measure("respond"):
-            reply = await self._answer(agent, session, draft, matches, outcome, memories, history)
+            reply = await self._answerer.answer(
+                AnswerContext(agent, session, draft, matches, outcome, memories, history)
+            )
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
 
@@ -308,84 +307,3 @@ class TurnEngine:
             history.append(LLMMessage(role="user", content=turn.user_message))
             history.append(LLMMessage(role="assistant", content=turn.assistant_response))
         return history
-
-    # --- answering ----------------------------------------------------------------------------
-
-    async def _answer(
-        self,
-        agent: Agent,
-        session: Session,
-        draft: TurnDraft,
-        matches: list[RuleMatch],
-        outcome: ScenarioOutcome,
-        memories: list[tuple[Episode, float]],
-        history: list[LLMMessage],
-    ) -> Reply:
-        catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
-        exclusive = await exclusive_answer(catalog, matches, outcome.step, session.variables)
-        if exclusive is not None:
-            t = exclusive.template
-            return Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
-        prompt = build_prompt(
-            draft.message,
-            rule_actions=[m.rule.action_text for m in matches if not m.rule.is_hard_constraint],
-            hard_constraints=[m.rule.action_text for m in matches if m.rule.is_hard_constraint],
-            suggestions=await suggested_texts(catalog, matches, outcome.step, session.variables),
-            memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in memories],
-            scenario_step=_step_line(outcome),
-        )
-        try:
-            response = await self._llm.generate(
-                prompt,
-                system_prompt=agent.system_prompt,
-                history=history,
-                max_tokens=agent.max_tokens,
-                temperature=agent.temperature,
-            )
-            answer = response.content.strip()
-            if not answer:
-                raise InvalidResponseError("the model returned an empty answer", provider=self._llm.model_id)
-            try:
-                self._checks.answer(draft, answer)
-            except InvalidDataError as exc:  # the model's fault, not the customer's: 502 or FALLBACK
-                raise InvalidResponseError(
-                    f"the model's answer cannot be stored: {exc}", provider=self._llm.model_id
-                ) from exc
-        except ProviderError as exc:
-            fallback = await fallback_answer(catalog, matches, outcome.step, session.variables)
-            get_logger("focal.turn").warning(
-                "turn_provider_failed",
-                tenant_id=str(agent.tenant_id),
-                session_id=str(session.session_id),
-                error=type(exc).__name__,
-                message=str(exc),
-                fallback_template_id=str(fallback.template.id) if fallback else None,
-            )
-            if fallback is None:
-                raise
-            t = fallback.template
-            return Reply(
-                fallback.text,
-                template_id=t.id,
-                template_name=t.name,
-                template_mode=t.mode.value,
-                provider_error=exc,
-            )
-        return Reply(
-            answer,
-            usage=TokenCounts(**response.usage.model_dump()),
-            llm_model=response.model,
-            finish_reason=response.finish_reason,
-        )
-
-
-def _step_line(outcome: ScenarioOutcome) -> str | None:
-    if outcome.scenario is None or outcome.step is None:
-        return None
-    description = f": {outcome.step.description}" if outcome.step.description else ""
-    return f"{outcome.scenario.name} / {outcome.step.name}{description}"
-
-
-def _memory_line(episode: Episode) -> str:
-    speaker = "you answered" if episode.metadata.get("role") == "agent" else "the customer said"
-    return f"{speaker}: {episode.content}"

@@ -1,0 +1,131 @@
+"""Answering one turn: an EXCLUSIVE template, else the LLM, else (if the LLM failed) a FALLBACK.
+
+``Answerer.answer`` gets everything the pipeline gathered for the turn (``AnswerContext``) and
+returns a ``Reply``; it writes nothing. Template choice and rendering live in ``respond.py``, the
+prompt layout in ``prompt.py``.
+
+- An EXCLUSIVE template attached to a matched rule or the current step answers without any LLM
+  call.
+- Otherwise the LLM answers from the agent's system prompt, the matched rules, the SUGGEST
+  templates, the recalled memory, the current step and the recent history. An empty answer, or one
+  that no store could keep (``TurnChecks.answer``), is an ``InvalidResponseError``: the model's
+  fault, not the customer's.
+- A ``ProviderError`` (after the provider's own retries) is answered by a FALLBACK template when
+  one applies; without one it propagates (502/503/429) and the turn writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from focal.alignment.models import Agent
+from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.checks import TurnChecks
+from focal.alignment.turn.prompt import build_prompt
+from focal.alignment.turn.records import Reply, TurnDraft
+from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
+from focal.alignment.turn.retrieval import RuleMatch
+from focal.alignment.turn.scenario import ScenarioOutcome
+from focal.audit.models import TokenCounts
+from focal.conversation.models import Session
+from focal.errors import InvalidDataError, InvalidResponseError, ProviderError
+from focal.logging import get_logger
+from focal.memory.models import Episode
+from focal.providers.llm.base import LLMMessage, LLMProvider
+
+
+@dataclass(frozen=True)
+class AnswerContext:
+    """What the pipeline gathered for one turn before answering it."""
+
+    agent: Agent
+    session: Session
+    draft: TurnDraft
+    matches: list[RuleMatch]
+    outcome: ScenarioOutcome
+    memories: list[tuple[Episode, float]]
+    history: list[LLMMessage]
+
+
+class Answerer:
+    """Produces a turn's ``Reply``; one instance serves every turn of a ``TurnEngine``."""
+
+    def __init__(self, config_store: ConfigStore, llm: LLMProvider, checks: TurnChecks) -> None:
+        self._config_store = config_store
+        self._llm = llm
+        self._checks = checks
+
+    async def answer(self, ctx: AnswerContext) -> Reply:
+        agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
+        catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
+        exclusive = await exclusive_answer(catalog, ctx.matches, outcome.step, session.variables)
+        if exclusive is not None:
+            t = exclusive.template
+            return Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
+        prompt = build_prompt(
+            ctx.draft.message,
+            rule_actions=[m.rule.action_text for m in ctx.matches if not m.rule.is_hard_constraint],
+            hard_constraints=[m.rule.action_text for m in ctx.matches if m.rule.is_hard_constraint],
+            suggestions=await suggested_texts(catalog, ctx.matches, outcome.step, session.variables),
+            memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in ctx.memories],
+            scenario_step=_step_line(outcome),
+        )
+        try:
+            return await self._generate(ctx, prompt)
+        except ProviderError as exc:
+            fallback = await fallback_answer(catalog, ctx.matches, outcome.step, session.variables)
+            get_logger("focal.turn").warning(
+                "turn_provider_failed",
+                tenant_id=str(agent.tenant_id),
+                session_id=str(session.session_id),
+                error=type(exc).__name__,
+                message=str(exc),
+                fallback_template_id=str(fallback.template.id) if fallback else None,
+            )
+            if fallback is None:
+                raise
+            t = fallback.template
+            return Reply(
+                fallback.text,
+                template_id=t.id,
+                template_name=t.name,
+                template_mode=t.mode.value,
+                provider_error=exc,
+            )
+
+    async def _generate(self, ctx: AnswerContext, prompt: str) -> Reply:
+        """The LLM's answer to ``prompt``; an answer no store can keep is ``InvalidResponseError``."""
+        response = await self._llm.generate(
+            prompt,
+            system_prompt=ctx.agent.system_prompt,
+            history=ctx.history,
+            max_tokens=ctx.agent.max_tokens,
+            temperature=ctx.agent.temperature,
+        )
+        answer = response.content.strip()
+        if not answer:
+            raise InvalidResponseError("the model returned an empty answer", provider=self._llm.model_id)
+        try:
+            self._checks.answer(ctx.draft, answer)
+        except InvalidDataError as exc:  # the model's fault, not the customer's: 502 or FALLBACK
+            raise InvalidResponseError(
+                f"the model's answer cannot be stored: {exc}", provider=self._llm.model_id
+            ) from exc
+        return Reply(
+            answer,
+            usage=TokenCounts(**response.usage.model_dump()),
+            llm_model=response.model,
+            finish_reason=response.finish_reason,
+        )
+
+
+def _step_line(outcome: ScenarioOutcome) -> str | None:
+    if outcome.scenario is None or outcome.step is None:
+        return None
+    description = f": {outcome.step.description}" if outcome.step.description else ""
+    return f"{outcome.scenario.name} / {outcome.step.name}{description}"
+
+
+def _memory_line(episode: Episode) -> str:
+    speaker = "you answered" if episode.metadata.get("role") == "agent" else "the customer said"
+    return f"{speaker}: {episode.content}"
