@@ -18,7 +18,7 @@ from focal.bootstrap import FocalServices, build_services
 from focal.conversation.models import Channel
 from focal.demo import DEMO_CONVERSATION, load_demo_agent
 from focal.providers.llm.anthropic import AnthropicProvider
-from focal.providers.llm.base import LLMProvider, LLMResponse, ModelT, StreamEvent
+from focal.providers.llm.base import GenerationRequest, LLMProvider, LLMResponse, ModelT, StreamEvent
 from focal.settings import Settings
 from tests.api.conftest import JWT_SECRET, asgi_client, bearer
 from tests.unit.providers.fake_vendor import (
@@ -228,19 +228,19 @@ class _Rendezvous(LLMProvider):
     def model_id(self) -> str:
         return self._inner.model_id
 
-    async def generate(self, prompt: str, **kwargs: Any) -> LLMResponse:  # type: ignore[override]
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
         self._waiting += 1
         if self._waiting >= self._parties:
             self._all_arrived.set()
         await asyncio.wait_for(self._all_arrived.wait(), timeout=10)
-        return await self._inner.generate(prompt, **kwargs)
+        return await self._inner._generate(request)
 
     async def generate_structured(
         self, prompt: str, schema: type[ModelT], *, system_prompt: str | None = None, max_tokens: int = 1024
     ) -> tuple[ModelT, LLMResponse]:
         raise NotImplementedError
 
-    def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
+    def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ no longer has sampling parameters, and sending an unknown field would make every
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
@@ -29,7 +29,7 @@ from focal.errors import (
 from focal.providers.errors import error_for_status
 from focal.providers.llm.base import (
     FinishReason,
-    LLMMessage,
+    GenerationRequest,
     LLMProvider,
     LLMResponse,
     ModelT,
@@ -45,7 +45,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
-from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
+from focal.providers.llm.types import ToolCall, ToolRound
 from focal.providers.retry import ProviderCall, RetryPolicy
 
 PROVIDER = "anthropic"
@@ -136,74 +136,24 @@ class AnthropicProvider(LLMProvider):
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> LLMResponse:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        messages, options = _request(
-            prompt, system_prompt, history, stop_sequences, tools, tool_rounds, tool_choice
-        )
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
+        messages, options = _request(request)
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate", policy=self._policy
         ) as call:
-            message = await call.run(partial(self._create, messages, max_tokens, options))
+            message = await call.run(partial(self._create, messages, request.max_tokens, options))
             response = _to_response(message)
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
 
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> AsyncIterator[StreamEvent]:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        messages, options = _request(
-            prompt, system_prompt, history, stop_sequences, tools, tool_rounds, tool_choice
-        )
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        messages, options = _request(request)
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="stream", policy=self._policy
         ) as call:
             # Opening the stream (the HTTP status) is retried like any call; once events flow, a
             # failure ends the stream with an error: text already handed out cannot be taken back.
-            stream = await call.run(partial(self._open_stream, messages, max_tokens, options))
+            stream = await call.run(partial(self._open_stream, messages, request.max_tokens, options))
             try:
                 with broken_stream_errors(PROVIDER), anthropic_errors():
                     async for event in stream:
@@ -279,31 +229,25 @@ class AnthropicProvider(LLMProvider):
         return stream
 
 
-def _request(
-    prompt: str,
-    system_prompt: str | None,
-    history: Sequence[LLMMessage] | None,
-    stop_sequences: Sequence[str] | None,
-    tools: Sequence[ToolSpec] | None,
-    tool_rounds: Sequence[ToolRound] | None,
-    tool_choice: ToolChoice,
-) -> tuple[list[MessageParam], dict[str, Any]]:
-    """The Messages API ``messages`` and the other options of a generate/stream call."""
-    messages = [_message_param(m.role, m.content) for m in history or ()]
-    messages.append(_message_param("user", prompt))
-    for round_ in tool_rounds or ():
+def _request(request: GenerationRequest) -> tuple[list[MessageParam], dict[str, Any]]:
+    """The Messages API ``messages`` and the other options of a generate/stream call.
+
+    ``temperature`` is not sent (see the module docstring)."""
+    messages = [_message_param(m.role, m.content) for m in request.history]
+    messages.append(_message_param("user", request.prompt))
+    for round_ in request.tool_rounds:
         messages.extend(_round_turns(round_))
     options: dict[str, Any] = {}
-    if system_prompt:
-        options["system"] = system_prompt
-    if stop_sequences:
-        options["stop_sequences"] = list(stop_sequences)
-    if tools:
+    if request.system_prompt:
+        options["system"] = request.system_prompt
+    if request.stop_sequences:
+        options["stop_sequences"] = list(request.stop_sequences)
+    if request.tools:
         options["tools"] = [
             {"name": tool.name, "description": tool.description, "input_schema": tool.parameters}
-            for tool in tools
+            for tool in request.tools
         ]
-        options["tool_choice"] = {"type": tool_choice}
+        options["tool_choice"] = {"type": request.tool_choice}
     return messages, options
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -114,6 +115,63 @@ class StreamDone(BaseModel):
 StreamEvent = TextDelta | StreamDone
 
 
+@dataclass(frozen=True)
+class GenerationRequest:
+    """The arguments of one ``generate``/``stream`` call, validated; each provider maps them to its
+    vendor's request (``LLMProvider._generate`` / ``_stream``)."""
+
+    prompt: str
+    system_prompt: str | None = None
+    history: tuple[LLMMessage, ...] = ()
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    stop_sequences: tuple[str, ...] = ()
+    tools: tuple[ToolSpec, ...] = ()
+    tool_rounds: tuple[ToolRound, ...] = ()
+    tool_choice: ToolChoice = "auto"
+
+    @classmethod
+    def checked(
+        cls,
+        prompt: str,
+        system_prompt: str | None,
+        history: Sequence[LLMMessage] | None,
+        max_tokens: int,
+        temperature: float,
+        stop_sequences: Sequence[str] | None,
+        tools: Sequence[ToolSpec] | None,
+        tool_rounds: Sequence[ToolRound] | None,
+        tool_choice: ToolChoice,
+    ) -> GenerationRequest:
+        """The request, or ``ProviderInputError`` for arguments no vendor would accept."""
+        validate_generation_args(
+            prompt,
+            system_prompt=system_prompt,
+            history=history,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop_sequences=stop_sequences,
+            tools=tools,
+            tool_rounds=tool_rounds,
+            tool_choice=tool_choice,
+        )
+        return cls(
+            prompt=prompt,
+            system_prompt=system_prompt,
+            history=tuple(history or ()),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop_sequences=tuple(stop_sequences or ()),
+            tools=tuple(tools or ()),
+            tool_rounds=tuple(tool_rounds or ()),
+            tool_choice=tool_choice,
+        )
+
+    def context_texts(self) -> list[str]:
+        """System prompt, history and prompt: the texts an offline provider counts as input."""
+        return [self.system_prompt or "", *(m.content for m in self.history), self.prompt]
+
+
 class LLMProvider(ABC):
     """Turns a prompt (plus optional system prompt and history) into text or a validated object."""
 
@@ -122,7 +180,6 @@ class LLMProvider(ABC):
     def model_id(self) -> str:
         """The model this provider calls ("offline" for the offline provider)."""
 
-    @abstractmethod
     async def generate(
         self,
         prompt: str,
@@ -141,9 +198,21 @@ class LLMProvider(ABC):
         With ``tools`` the model may answer with ``tool_calls`` instead of (or besides) text;
         ``tool_rounds`` are the earlier rounds of this turn's tool loop, appended after ``prompt``
         in order. ``tool_choice="none"`` forbids further calls (the model must answer in text).
+        Bad arguments raise ``ProviderInputError`` before any network call.
         """
+        request = GenerationRequest.checked(
+            prompt,
+            system_prompt,
+            history,
+            max_tokens,
+            temperature,
+            stop_sequences,
+            tools,
+            tool_rounds,
+            tool_choice,
+        )
+        return await self._generate(request)
 
-    @abstractmethod
     def stream(
         self,
         prompt: str,
@@ -157,7 +226,28 @@ class LLMProvider(ABC):
         tool_rounds: Sequence[ToolRound] | None = None,
         tool_choice: ToolChoice = "auto",
     ) -> AsyncIterator[StreamEvent]:
-        """``generate`` as a stream: ``TextDelta`` events, then one ``StreamDone`` (module doc)."""
+        """``generate`` as a stream: ``TextDelta`` events, then one ``StreamDone`` (module doc).
+        Bad arguments raise ``ProviderInputError`` here, before the stream is iterated."""
+        request = GenerationRequest.checked(
+            prompt,
+            system_prompt,
+            history,
+            max_tokens,
+            temperature,
+            stop_sequences,
+            tools,
+            tool_rounds,
+            tool_choice,
+        )
+        return self._stream(request)
+
+    @abstractmethod
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
+        """``generate`` for a validated request: what each provider implements."""
+
+    @abstractmethod
+    def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        """``stream`` for a validated request (an async generator): what each provider implements."""
 
     @abstractmethod
     async def generate_structured(

@@ -46,7 +46,7 @@ from pydantic import ValidationError
 from focal.errors import InvalidResponseError
 from focal.providers.llm.base import (
     FinishReason,
-    LLMMessage,
+    GenerationRequest,
     LLMProvider,
     LLMResponse,
     ModelT,
@@ -57,7 +57,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
-from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
+from focal.providers.llm.types import ToolCall, ToolRound, ToolSpec
 
 MODEL_ID = "offline"
 RULES_HEADER = "Rules to follow:"
@@ -77,34 +77,10 @@ class OfflineLLMProvider(LLMProvider):
     def __repr__(self) -> str:
         return "OfflineLLMProvider()"
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> LLMResponse:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        context = [system_prompt or "", *(m.content for m in history or ()), prompt]
-        rounds = tuple(tool_rounds or ())
-        if tools and tool_choice == "auto":
-            calls = choose_tool_calls(prompt, tools, rounds)
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
+        context = request.context_texts()
+        if request.tools and request.tool_choice == "auto":
+            calls = choose_tool_calls(request.prompt, request.tools, request.tool_rounds)
             if calls:
                 return LLMResponse(
                     content="",
@@ -113,36 +89,14 @@ class OfflineLLMProvider(LLMProvider):
                     finish_reason="tool_use",
                     tool_calls=calls,
                 )
-        answer = compose_answer(prompt)
-        failures = [r for round_ in rounds for r in round_.results if r.is_error]
+        answer = compose_answer(request.prompt)
+        failures = [r for round_ in request.tool_rounds for r in round_.results if r.is_error]
         if failures:
             answer = " ".join([answer, *(f"I could not complete {r.name}: {r.content}." for r in failures)])
-        return _respond(answer, context, max_tokens, stop_sequences)
+        return _respond(answer, context, request.max_tokens, request.stop_sequences)
 
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> AsyncIterator[StreamEvent]:
-        response = await self.generate(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        response = await self._generate(request)
         for word in _WORDS.findall(response.content):
             yield TextDelta(text=word)
         yield StreamDone(response=response)

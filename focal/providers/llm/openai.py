@@ -33,6 +33,7 @@ from focal.errors import (
 from focal.providers.errors import error_for_status
 from focal.providers.llm.base import (
     FinishReason,
+    GenerationRequest,
     LLMMessage,
     LLMProvider,
     LLMResponse,
@@ -49,7 +50,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
-from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
+from focal.providers.llm.types import ToolCall, ToolRound
 from focal.providers.retry import ProviderCall, RetryPolicy
 
 PROVIDER = "openai"
@@ -145,32 +146,9 @@ class OpenAIProvider(LLMProvider):
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> LLMResponse:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        messages = _messages(prompt, system_prompt, history, tool_rounds)
-        options = self._options(max_tokens, temperature, stop_sequences, tools, tool_choice)
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
+        messages = _messages(request.prompt, request.system_prompt, request.history, request.tool_rounds)
+        options = self._options(request)
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="generate", policy=self._policy
         ) as call:
@@ -179,32 +157,9 @@ class OpenAIProvider(LLMProvider):
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
 
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> AsyncIterator[StreamEvent]:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        messages = _messages(prompt, system_prompt, history, tool_rounds)
-        options = self._options(max_tokens, temperature, stop_sequences, tools, tool_choice)
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        messages = _messages(request.prompt, request.system_prompt, request.history, request.tool_rounds)
+        options = self._options(request)
         # The usage arrives in a last chunk without choices, only when asked for.
         options.update(stream=True, stream_options={"include_usage": True})
         async with ProviderCall(
@@ -228,26 +183,19 @@ class OpenAIProvider(LLMProvider):
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             yield StreamDone(response=response)
 
-    def _options(
-        self,
-        max_tokens: int,
-        temperature: float,
-        stop_sequences: Sequence[str] | None,
-        tools: Sequence[ToolSpec] | None,
-        tool_choice: ToolChoice,
-    ) -> dict[str, Any]:
-        options: dict[str, Any] = {self._limit_field: max_tokens, "temperature": temperature}
-        if stop_sequences:
-            options["stop"] = list(stop_sequences)
-        if tools:
+    def _options(self, request: GenerationRequest) -> dict[str, Any]:
+        options: dict[str, Any] = {self._limit_field: request.max_tokens, "temperature": request.temperature}
+        if request.stop_sequences:
+            options["stop"] = list(request.stop_sequences)
+        if request.tools:
             options["tools"] = [
                 {
                     "type": "function",
                     "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
                 }
-                for t in tools
+                for t in request.tools
             ]
-            options["tool_choice"] = tool_choice
+            options["tool_choice"] = request.tool_choice
         return options
 
     async def generate_structured(

@@ -14,7 +14,6 @@ with a call that a real provider would refuse.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 from focal.errors import InvalidResponseError, ProviderError
 from focal.providers.llm.base import (
     FinishReason,
+    GenerationRequest,
     LLMMessage,
     LLMProvider,
     LLMResponse,
@@ -37,7 +37,7 @@ from focal.providers.llm.base import (
     validate_generation_args,
     validate_schema,
 )
-from focal.providers.llm.types import ToolCall, ToolChoice, ToolRound, ToolSpec
+from focal.providers.llm.types import ToolCall, ToolRound, ToolSpec
 
 MODEL_ID = "scripted"
 _WORDS = re.compile(r"\S+\s*")
@@ -134,64 +134,14 @@ class ScriptedLLMProvider(LLMProvider):
             )
         return self._queue.popleft()
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> LLMResponse:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        reply = self._next(
-            _recorded("generate", prompt, system_prompt, history, tools, tool_rounds, tool_choice)
-        )
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
+        reply = self._next(_recorded("generate", request))
         if reply.error is not None:
             raise reply.error
         return reply.response()
 
-    async def stream(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-        tools: Sequence[ToolSpec] | None = None,
-        tool_rounds: Sequence[ToolRound] | None = None,
-        tool_choice: ToolChoice = "auto",
-    ) -> AsyncIterator[StreamEvent]:
-        validate_generation_args(
-            prompt,
-            system_prompt=system_prompt,
-            history=history,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            stop_sequences=stop_sequences,
-            tools=tools,
-            tool_rounds=tool_rounds,
-            tool_choice=tool_choice,
-        )
-        reply = self._next(
-            _recorded("stream", prompt, system_prompt, history, tools, tool_rounds, tool_choice)
-        )
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+        reply = self._next(_recorded("stream", request))
         if reply.error is not None and reply.fail_after_chunks is None:
             raise reply.error
         for index, chunk in enumerate(reply.stream_chunks()):
@@ -214,8 +164,10 @@ class ScriptedLLMProvider(LLMProvider):
     ) -> tuple[ModelT, LLMResponse]:
         validate_generation_args(prompt, system_prompt=system_prompt, max_tokens=max_tokens)
         validate_schema(schema)
-        call = _recorded("generate_structured", prompt, system_prompt, None, None, None, "auto")
-        reply = self._next(dataclasses.replace(call, schema=schema))
+        call = RecordedCall(
+            operation="generate_structured", prompt=prompt, system_prompt=system_prompt, schema=schema
+        )
+        reply = self._next(call)
         if reply.error is not None:
             raise reply.error
         if reply.structured is None:
@@ -232,21 +184,13 @@ class ScriptedLLMProvider(LLMProvider):
         return parsed, response
 
 
-def _recorded(
-    operation: Literal["generate", "stream", "generate_structured"],
-    prompt: str,
-    system_prompt: str | None,
-    history: Sequence[LLMMessage] | None,
-    tools: Sequence[ToolSpec] | None,
-    tool_rounds: Sequence[ToolRound] | None,
-    tool_choice: str,
-) -> RecordedCall:
+def _recorded(operation: Literal["generate", "stream"], request: GenerationRequest) -> RecordedCall:
     return RecordedCall(
         operation=operation,
-        prompt=prompt,
-        system_prompt=system_prompt,
-        history=tuple(history or ()),
-        tools=tuple(tools or ()),
-        tool_rounds=tuple(tool_rounds or ()),
-        tool_choice=tool_choice,
+        prompt=request.prompt,
+        system_prompt=request.system_prompt,
+        history=request.history,
+        tools=request.tools,
+        tool_rounds=request.tool_rounds,
+        tool_choice=request.tool_choice,
     )

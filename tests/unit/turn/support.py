@@ -34,7 +34,14 @@ from focal.profile.stores.inmemory import InMemoryProfileStore
 from focal.profile.stores.store import ProfileStore
 from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
-from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, StreamEvent, TokenUsage
+from focal.providers.llm.base import (
+    GenerationRequest,
+    LLMProvider,
+    LLMResponse,
+    ModelT,
+    StreamEvent,
+    TokenUsage,
+)
 
 DIMENSIONS = 1536  # the default dimension: fewer hash collisions than a small one, so scores are lexical
 
@@ -64,23 +71,14 @@ class RecordingLLM(LLMProvider):
     def model_id(self) -> str:
         return "recording"
 
-    async def generate(
-        self,
-        prompt: str,
-        *,
-        system_prompt: str | None = None,
-        history: Sequence[LLMMessage] | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        stop_sequences: Sequence[str] | None = None,
-    ) -> LLMResponse:
+    async def _generate(self, request: GenerationRequest) -> LLMResponse:
         self.calls.append(
             {
-                "prompt": prompt,
-                "system_prompt": system_prompt,
-                "history": list(history or ()),
-                "max_tokens": max_tokens,
-                "temperature": temperature,
+                "prompt": request.prompt,
+                "system_prompt": request.system_prompt,
+                "history": list(request.history),
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
             }
         )
         if self.rendezvous:
@@ -103,7 +101,7 @@ class RecordingLLM(LLMProvider):
     ) -> tuple[ModelT, LLMResponse]:
         raise NotImplementedError("the turn pipeline does not use structured output")
 
-    def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[StreamEvent]:  # type: ignore[override]
+    def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
         raise NotImplementedError("the turn pipeline does not stream yet")
 
 
