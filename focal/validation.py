@@ -29,6 +29,9 @@ from focal.errors import InvalidDataError
 
 MAX_LIMIT = 1000
 MIN_INT4, MAX_INT4 = -(2**31), 2**31 - 1
+# Lengths a vector must have to be scored alike everywhere (see ``checked_vector``).
+MIN_VECTOR_NORM = 1e-15
+MAX_VECTOR_NORM = 1e15
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Enum = TypeVar("_Enum", bound=Enum)
@@ -46,21 +49,39 @@ def check_limit(limit: int, offset: int = 0) -> None:
 
 
 def check_vector(vector: Sequence[float] | None, dimensions: int, *, what: str = "embedding") -> None:
-    """A vector must have exactly ``dimensions`` finite floats and not be all zeros.
+    """``vector`` is ``None`` (no embedding) or passes ``checked_vector``."""
+    if vector is not None:
+        checked_vector(vector, dimensions, what=what)
 
-    ``None`` passes (the row simply has no embedding). A zero vector has no direction, so its
-    cosine similarity is undefined; it is refused rather than silently scored.
+
+def checked_vector(vector: Sequence[float], dimensions: int, *, what: str = "embedding") -> list[float]:
+    """``vector`` rounded to float32, as pgvector stores it, after checking that every backend can
+    score it: exactly ``dimensions`` finite values that fit a float32, and a length (Euclidean
+    norm) between ``MIN_VECTOR_NORM`` and ``MAX_VECTOR_NORM``.
+
+    The length bounds exist because pgvector computes cosine distance in float32: a vector like
+    ``[1e-25, 0, ...]`` has a squared norm that underflows to 0 and scores NaN (which PostgreSQL
+    sorts above every number, so it passed ``min_score`` and ranked first), and ``[1e20, 0, ...]``
+    overflows to infinity and scores 0 against itself. Within the bounds, squared norms and dot
+    products of two vectors stay in [1e-30, 1e30], far inside float32's normal range. A zero
+    vector (also one that rounds to zero as float32) has no direction and is refused too.
     """
-    if vector is None:
-        return
     if len(vector) != dimensions:
         raise InvalidDataError(
             f"{what} has {len(vector)} dimensions, the store is configured for {dimensions}"
         )
     if not all(map(math.isfinite, vector)):
         raise InvalidDataError(f"{what} contains NaN or infinite values")
-    if not any(vector):
-        raise InvalidDataError(f"{what} is all zeros; cosine similarity is undefined for it")
+    rounded = float32(vector)
+    norm = math.hypot(*rounded)
+    if norm == 0.0:
+        raise InvalidDataError(f"{what} is all zeros (as float32); cosine similarity is undefined for it")
+    if not MIN_VECTOR_NORM <= norm <= MAX_VECTOR_NORM:
+        raise InvalidDataError(
+            f"{what} has length {norm:.3g}; cosine scores need a length between {MIN_VECTOR_NORM:g} "
+            f"and {MAX_VECTOR_NORM:g} (pgvector computes them in float32)"
+        )
+    return rounded
 
 
 def check_min_score(min_score: float) -> None:

@@ -27,6 +27,14 @@ NEAR = normalized([0.9, 0.3, 0.1, 0.0])
 MIDDLE = normalized([0.5, 0.8, 0.2, 0.1])
 FAR = normalized([0.0, 0.3, 1.0, 0.2])
 OPPOSITE = normalized([-1.0, -0.1, 0.2, 0.0])
+# Finite vectors whose cosine pgvector's float32 arithmetic cannot compute (squared norms that
+# underflow or overflow float32): refused like zero vectors, on writes and searches.
+DEGENERATE_VECTORS = {
+    "underflows-in-float32": [1e-25] + [0.0] * (TEST_EMBEDDING_DIMENSIONS - 1),
+    "rounds-to-zero-in-float32": [1e-50] * TEST_EMBEDDING_DIMENSIONS,
+    "underflows-in-double": [1e-170] * TEST_EMBEDDING_DIMENSIONS,
+    "overflows-in-float32": [1e20] + [1.0] * (TEST_EMBEDDING_DIMENSIONS - 1),
+}
 
 
 async def test_saved_rule_reads_back_with_every_field(config_store: ConfigStore) -> None:
@@ -294,6 +302,7 @@ async def test_vector_search_limit_caps_results(config_store: ConfigStore) -> No
         {"query_embedding": [0.0] * TEST_EMBEDDING_DIMENSIONS},
         {"query_embedding": [float("nan")] + [1.0] * (TEST_EMBEDDING_DIMENSIONS - 1)},
         {"query_embedding": [1e39] * TEST_EMBEDDING_DIMENSIONS},  # does not fit a float32
+        *({"query_embedding": vector} for vector in DEGENERATE_VECTORS.values()),
         {"limit": 0},
         {"limit": 1001},
         {"min_score": 1.5},
@@ -319,6 +328,7 @@ async def test_vector_search_refuses_bad_input(config_store: ConfigStore, bad: d
         {"embedding": [1.0] * (TEST_EMBEDDING_DIMENSIONS + 1)},
         {"embedding": [0.0] * TEST_EMBEDDING_DIMENSIONS},
         {"embedding": [float("inf")] * TEST_EMBEDDING_DIMENSIONS},
+        *({"embedding": vector} for vector in DEGENERATE_VECTORS.values()),
         {"priority": 101},
         {"priority": -101},
         {"scope": "SIDEWAYS"},

@@ -26,6 +26,16 @@ from tests.contract.memory_backends import (
 )
 from tests.support import cosine, new_tenant, normalized, unit_vector
 
+# Finite vectors whose cosine pgvector's float32 arithmetic cannot compute: their squared norm
+# underflows (NaN scores that bypassed min_score and ranked first) or overflows (a score of 0 for
+# a collinear vector); in double precision the in-memory store divided by zero.
+DEGENERATE_VECTORS = {
+    "underflows-in-float32": [1e-25] + [0.0] * (DIMS - 1),
+    "rounds-to-zero-in-float32": [1e-50] * DIMS,
+    "underflows-in-double": [1e-170] * DIMS,
+    "overflows-in-float32": [1e20] + [1.0] * (DIMS - 1),
+}
+
 # --- episodes: add / get ----------------------------------------------------------------------
 
 
@@ -81,6 +91,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         {"embedding": [0.0] * DIMS},
         {"embedding": [float("nan")] + [1.0] * (DIMS - 1)},
         {"embedding": [1e39] + [1.0] * (DIMS - 1)},  # finite, but beyond float32 (pgvector's type)
+        *({"embedding": vector} for vector in DEGENERATE_VECTORS.values()),
         {"valid_from": datetime(2026, 1, 2), "valid_to": None},
         {"valid_from": datetime(2026, 1, 2).astimezone(), "valid_to": datetime(2026, 1, 1).astimezone()},
         {"metadata": {"when": datetime(2026, 1, 1).astimezone()}},
@@ -93,6 +104,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         "zero-vector",
         "nan",
         "beyond-float32",
+        *DEGENERATE_VECTORS,
         "naive-datetime",
         "valid-to-before-from",
         "metadata-not-json",
@@ -284,8 +296,20 @@ async def test_vector_search_respects_validity_windows(store: MemoryStore) -> No
         ([1.0] * DIMS, {"min_score": 1.5}),
         ([1.0] * DIMS, {"min_score": -1.5}),
         ([1.0] * DIMS, {"as_of": datetime(2026, 1, 1)}),
+        *((vector, {}) for vector in DEGENERATE_VECTORS.values()),
     ],
-    ids=["short", "long", "zero", "limit-0", "limit-1001", "limit-negative", "min-high", "min-low", "naive"],
+    ids=[
+        "short",
+        "long",
+        "zero",
+        "limit-0",
+        "limit-1001",
+        "limit-negative",
+        "min-high",
+        "min-low",
+        "naive",
+        *DEGENERATE_VECTORS,
+    ],
 )
 async def test_vector_search_rejects_bad_arguments(
     store: MemoryStore, query: list[float], kwargs: dict[str, Any]
