@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -32,6 +33,8 @@ MIN_INT4, MAX_INT4 = -(2**31), 2**31 - 1
 # Lengths a vector must have to be scored alike everywhere (see ``checked_vector``).
 MIN_VECTOR_NORM = 1e-15
 MAX_VECTOR_NORM = 1e15
+# Vector search scores are rounded to this many decimal places (see ``CosineScorer``).
+SCORE_DECIMALS = 12
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Enum = TypeVar("_Enum", bound=Enum)
@@ -90,11 +93,42 @@ def check_min_score(min_score: float) -> None:
         raise InvalidDataError(f"min_score must be between -1 and 1, got {min_score}")
 
 
+class CosineScorer:
+    """The score of every vector search, on every backend: cosine similarity to ``query``.
+
+    ``scorer(vector)`` is the cosine of the two vectors as given (stores pass them rounded to
+    float32, as pgvector keeps them), computed in double precision with an exactly rounded dot
+    product (``math.fsum``) and correctly rounded norms (``math.hypot``), then rounded to
+    ``SCORE_DECIMALS`` decimal places. The rounding, far below any embedding model's precision,
+    makes the value of the score a property of the two directions rather than of arithmetic
+    noise: the same direction (a copy, a power-of-two multiple) scores exactly 1.0, orthogonal
+    vectors exactly 0.0, and ``min_score=1.0`` admits exactly the rows pointing the same way.
+
+    Backends rank by this score (descending, ties by id), never by pgvector's own ``<=>``, which
+    accumulates in float32: it scores near-copies 1.0 and orders rows within ~1e-7 of each other
+    arbitrarily. PostgreSQL uses ``<=>`` only to choose candidates (``focal.db.vector_ranking``).
+    A zero vector (none passes ``checked_vector``) scores NaN, which no ``min_score`` admits.
+    """
+
+    __slots__ = ("_norm", "_query")
+
+    def __init__(self, query: Sequence[float]) -> None:
+        self._query = query
+        self._norm = math.hypot(*query)
+
+    def __call__(self, vector: Sequence[float]) -> float:
+        if len(vector) != len(self._query):
+            raise ValueError(f"vectors of different lengths: {len(self._query)} and {len(vector)}")
+        norms = self._norm * math.hypot(*vector)
+        if norms == 0.0:
+            return math.nan
+        score = round(math.fsum(map(operator.mul, self._query, vector)) / norms, SCORE_DECIMALS)
+        return min(1.0, max(-1.0, score)) + 0.0  # + 0.0: no -0.0 in results
+
+
 def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity of two non-zero vectors of the same length."""
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm
+    """The score of ``b`` for the query ``a`` (``CosineScorer``); NaN when either is zero."""
+    return CosineScorer(a)(b)
 
 
 def float32(values: Iterable[float]) -> list[float]:

@@ -14,7 +14,15 @@ from datetime import datetime
 
 from focal.errors import InvalidDataError
 from focal.memory.models import Entity, Episode, Relationship
-from focal.validation import check_aware, check_limit, check_min_score, check_vector, float32, plain_json
+from focal.validation import (
+    check_aware,
+    check_limit,
+    check_min_score,
+    check_vector,
+    checked_vector,
+    float32,
+    plain_json,
+)
 
 MIN_TRAVERSAL_DEPTH = 1
 MAX_TRAVERSAL_DEPTH = 5
@@ -54,12 +62,14 @@ def check_relationship(relationship: Relationship) -> None:
 
 def check_vector_search(
     query_embedding: Sequence[float], dimensions: int, limit: int, min_score: float, as_of: datetime | None
-) -> None:
-    """The arguments of ``vector_search_episodes`` that every backend refuses alike."""
-    check_vector(query_embedding, dimensions, what="query embedding")
+) -> list[float]:
+    """The arguments of ``vector_search_episodes`` that every backend refuses alike; returns the
+    query rounded to float32, as the stored embeddings are (every backend scores that)."""
+    query = checked_vector(query_embedding, dimensions, what="query embedding")
     check_limit(limit)
     check_min_score(min_score)
     check_aware(as_of, "as_of")
+    return query
 
 
 def check_max_depth(max_depth: int) -> None:

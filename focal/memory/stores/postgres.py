@@ -38,8 +38,10 @@ from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from focal.db.translate import translate_pg_errors
+from focal.db.vector_ranking import Candidate, Ranking, rank_candidates, score_margin
 from focal.errors import ConflictError
 from focal.memory.models import Entity, Episode, Relationship
 from focal.memory.stores import postgres_sql as sql
@@ -53,7 +55,7 @@ from focal.memory.stores.checks import (
     query_terms,
 )
 from focal.memory.stores.store import MemoryStore
-from focal.validation import check_aware, check_limit
+from focal.validation import CosineScorer, check_aware, check_limit
 
 __all__ = ["PostgresMemoryStore"]
 
@@ -68,6 +70,10 @@ DEFAULT_CANDIDATE_POOL = 20
 # pgvector's maximum for hnsw.ef_search
 MAX_EF_SEARCH = 1000
 DEFAULT_PLAN_CACHE_SECONDS = 10.0
+# Rows the exact plan fetches beyond ``limit``, so that the band (rows whose real score may tie
+# with the last one returned) usually ends inside what was fetched; when it does not, one more
+# query fetches the band.
+EXACT_PLAN_SLACK = 8
 PLAN_CACHE_MAX_ENTRIES = 10_000
 
 
@@ -100,6 +106,38 @@ class _PlanCache:
             self._entries.popitem(last=False)
 
 
+class _Search:
+    """One ``vector_search_episodes`` call: its checked arguments and how its rows are ranked."""
+
+    __slots__ = ("limit", "margin", "min_score", "query", "scope", "score_of")
+
+    def __init__(
+        self, query: list[float], scope: tuple[object, ...], limit: int, min_score: float, margin: float
+    ) -> None:
+        self.query = query
+        self.scope = scope
+        self.limit = limit
+        self.min_score = min_score
+        self.margin = margin
+        self.score_of = CosineScorer(query)
+
+    @property
+    def pg_floor(self) -> float:
+        """The lowest pg score a row can have and still reach ``min_score`` for real."""
+        return self.min_score - self.margin
+
+    def rank(self, records: Sequence[asyncpg.Record], *, unseen_max: float | None) -> Ranking[asyncpg.Record]:
+        candidates = [Candidate(r["id"], r["score"], r["embedding"], r) for r in records]
+        return rank_candidates(
+            self.score_of,
+            candidates,
+            limit=self.limit,
+            min_score=self.min_score,
+            margin=self.margin,
+            unseen_max=unseen_max,
+        )
+
+
 class PostgresMemoryStore(MemoryStore):
     """MemoryStore on PostgreSQL with pgvector. The caller owns (and closes) ``pool``."""
 
@@ -119,6 +157,7 @@ class PostgresMemoryStore(MemoryStore):
         self.ef_search = ef_search
         self.candidate_pool = candidate_pool
         self._hnsw_search_sql = sql.vector_search_hnsw_sql(embedding_dimensions)
+        self._margin = score_margin(embedding_dimensions)
         self._plans = _PlanCache(plan_cache_seconds)
 
     # --- episodes ---------------------------------------------------------------------------
@@ -171,35 +210,72 @@ class PostgresMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
-        scope = (tenant_id, agent_id, customer_profile_id, embedding_model, as_of)
-        candidates = max(limit, self.candidate_pool)
-        ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)
+        query = check_vector_search(query_embedding, self.embedding_dimensions, limit, min_score, as_of)
+        search = _Search(
+            query,
+            (tenant_id, agent_id, customer_profile_id, embedding_model, as_of),
+            limit,
+            min_score,
+            self._margin,
+        )
         async with (
             translate_pg_errors("vector_search_episodes", tenant_id=tenant_id),
             self._pool.acquire() as connection,
         ):
             # Round trips are the main cost of a small search on a busy server: with the plan
             # cached, the exact plan takes one, the index plan three (begin + knobs, search, end).
-            use_index = self._plans.get(scope)
+            use_index = self._plans.get(search.scope)
             if use_index is None:
-                scope_rows = await connection.fetchval(sql.PROBE_SCOPE, *scope, self.exact_scan_max_rows + 1)
-                use_index = scope_rows > self.exact_scan_max_rows
-                self._plans.put(scope, use_index)
-            if not use_index:
-                rows = await connection.fetch(
-                    sql.VECTOR_SEARCH_EXACT, *scope, query_embedding, min_score, limit
+                scope_rows = await connection.fetchval(
+                    sql.PROBE_SCOPE, *search.scope, self.exact_scan_max_rows + 1
                 )
-            else:
-                await connection.execute(sql.begin_hnsw_search_sql(ef_search))
-                try:
-                    rows = await connection.fetch(
-                        self._hnsw_search_sql, *scope, query_embedding, min_score, limit, candidates
-                    )
-                finally:
-                    # read-only: ending it either way only drops the transaction-local settings
-                    await connection.execute("ROLLBACK")
-        return [(sql.episode_from_row(row), float(row["score"])) for row in rows]
+                use_index = scope_rows > self.exact_scan_max_rows
+                self._plans.put(search.scope, use_index)
+            hits = await self._index_plan(connection, search) if use_index else None
+            if hits is None:  # the exact plan, or the index plan could not vouch for its answer
+                hits = await self._exact_plan(connection, search)
+        return [(sql.episode_from_row(record), score) for record, score in hits]
+
+    async def _index_plan(
+        self, connection: PoolConnectionProxy, search: _Search
+    ) -> list[tuple[asyncpg.Record, float]] | None:
+        """The nearest ``max(limit, candidate_pool)`` rows by the partition's HNSW index, ranked.
+        ``None`` when the scan came back short (``hnsw.max_scan_tuples`` reached before enough
+        rows passed the filter: a customer's 1,001 rows behind 22,000 closer ones of others gave
+        1 row of 5) or when rows beyond the candidates may tie into the result: the exact plan
+        then answers."""
+        candidates = max(search.limit, self.candidate_pool)
+        ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)
+        await connection.execute(sql.begin_hnsw_search_sql(ef_search))
+        try:
+            records = await connection.fetch(
+                self._hnsw_search_sql, *search.scope, search.query, search.pg_floor, candidates
+            )
+        finally:
+            # read-only: ending it either way only drops the transaction-local settings
+            await connection.execute("ROLLBACK")
+        if records[0]["found"] < candidates:
+            return None
+        rows = [record for record in records if record["id"] is not None]
+        return search.rank(rows, unseen_max=records[0]["lowest"]).hits
+
+    async def _exact_plan(
+        self, connection: PoolConnectionProxy, search: _Search
+    ) -> list[tuple[asyncpg.Record, float]]:
+        """Every row of the scope by pg score, the best ``limit + EXACT_PLAN_SLACK``; if the band
+        reaches past them (ties at the cut), the whole band (see ``focal.db.vector_ranking``)."""
+        wanted = search.limit + EXACT_PLAN_SLACK
+        records = await connection.fetch(
+            sql.VECTOR_SEARCH_EXACT, *search.scope, search.query, search.pg_floor, wanted
+        )
+        ranking = search.rank(records, unseen_max=records[-1]["score"] if len(records) == wanted else None)
+        if ranking.hits is None:
+            records = await connection.fetch(
+                sql.VECTOR_SEARCH_BAND, *search.scope, search.query, ranking.floor, search.limit
+            )
+            ranking = search.rank(records, unseen_max=None)
+        assert ranking.hits is not None  # nothing unseen: the band is complete
+        return ranking.hits
 
     async def text_search_episodes(
         self,

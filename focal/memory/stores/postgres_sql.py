@@ -103,25 +103,43 @@ def begin_hnsw_search_sql(ef_search: int) -> str:
     )
 
 
-# Exact scan: every row of the scope is scored; no vector index. $6 query, $7 min_score, $8 limit.
-# OFFSET 0 keeps the subquery from being flattened: flattened, the score expression would be
-# computed twice per row (once for the min_score filter, once for the output).
+# The "pg score" below is pgvector's 1 - (embedding <=> query): it only chooses candidates, whose
+# real score the store computes (focal.db.vector_ranking), hence a floor slightly below min_score.
+_SCORED_SCOPE = f"""
+    SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
+    FROM episodes e
+    WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
+"""
+
+# Exact scan: every row of the scope gets its pg score; no vector index. $6 query, $7 floor,
+# $8 row limit. OFFSET 0 keeps the subquery from being flattened: flattened, the score
+# expression would be computed twice per row (once for the floor, once for the output).
 VECTOR_SEARCH_EXACT = f"""
-    SELECT * FROM (
-        SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
-        FROM episodes e
-        WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
-        OFFSET 0
-    ) AS scored
+    SELECT * FROM ({_SCORED_SCOPE} OFFSET 0) AS scored
     WHERE score >= $7
     ORDER BY score DESC, id
     LIMIT $8
 """
 
+# The band of an exact search (see focal.db.vector_ranking): every row with pg score >= $7, but at
+# most $8 (the search's limit) per identical embedding, the ones with the smallest ids: the others
+# can never make the result, and a thousand copies of one vector must not cost a thousand rows.
+VECTOR_SEARCH_BAND = f"""
+    SELECT * FROM (
+        SELECT scored.*, row_number() OVER (PARTITION BY scored.embedding ORDER BY scored.id) AS twin
+        FROM ({_SCORED_SCOPE} OFFSET 0) AS scored
+        WHERE scored.score >= $7
+    ) AS band
+    WHERE twin <= $8
+    ORDER BY score DESC, id
+"""
+
 
 def vector_search_hnsw_sql(dimensions: int) -> str:
-    """Index scan: the HNSW index yields the nearest $9 rows of the scope (iterative scan keeps
-    going until enough rows pass the filter), which are then scored exactly and re-sorted. The
+    """Index scan: the HNSW index yields the nearest $8 rows of the scope (iterative scan keeps
+    going until enough rows pass the filter, or until ``hnsw.max_scan_tuples``). Returns those
+    with pg score >= $7 (floor), each with ``found`` (how many candidates the scan yielded) and
+    ``lowest`` (their lowest pg score); when none passes, one row of NULLs carries the two. The
     ORDER BY repeats the indexed expression: ``embedding``, or ``embedding::halfvec(D)`` above
     2000 dimensions (see migration 0005)."""
     if dimensions <= HNSW_MAX_VECTOR_DIMENSIONS:
@@ -129,16 +147,10 @@ def vector_search_hnsw_sql(dimensions: int) -> str:
     else:
         order = f"(e.embedding::halfvec({dimensions})) <=> ($6::vector::halfvec({dimensions}))"
     return f"""
-        SELECT * FROM (
-            SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
-            FROM episodes e
-            WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
-            ORDER BY {order}
-            LIMIT $9
-        ) AS nearest
-        WHERE score >= $7
-        ORDER BY score DESC, id
-        LIMIT $8
+        WITH nearest AS MATERIALIZED ({_SCORED_SCOPE} ORDER BY {order} LIMIT $8)
+        SELECT found.found, found.lowest, picked.*
+        FROM (SELECT count(*) AS found, min(score) AS lowest FROM nearest) AS found
+        LEFT JOIN LATERAL (SELECT * FROM nearest WHERE score >= $7) AS picked ON true
     """
 
 
