@@ -333,6 +333,7 @@ async def test_vector_search_ties_beyond_the_candidate_pool_break_on_id(search_s
     assert [r.id for r, _ in hits] == [best.id, *twin_ids[:29]]
     everything = await search_store.vector_search_rules(QUERY, tenant, owner.id, limit=100)
     assert [r.id for r, _ in everything] == [best.id, *twin_ids, worse.id]
+    assert await search_store.vector_search_rules(QUERY, new_tenant(), owner.id, limit=100) == []
 
 
 async def test_vector_search_min_score_one_admits_exactly_the_same_direction(

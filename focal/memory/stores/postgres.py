@@ -5,23 +5,31 @@ search reads one partition: its HNSW graph holds that tenant's rows and those of
 hashed alongside, not the whole table's. Their ids are registered in ``episode_ids`` (primary key
 ``id``) in the same statement or transaction, so an id used by any tenant is a ``ConflictError``.
 
-Vector search chooses its plan deliberately instead of leaving it to the planner's estimates:
+Vector search ranks like every backend: by ``CosineScorer`` (the exact cosine of the float32
+vectors, rounded to 12 decimals), descending, ties by id. pgvector's ``<=>`` only chooses
+candidates, and the few rows whose rank it cannot decide are scored in Python
+(``focal.db.vector_ranking``), so this store returns the same rows in the same order, with the
+same scores, as the in-memory one. It chooses its plan deliberately instead of leaving it to the
+planner's estimates:
 
 - it first counts the rows in the search scope (tenant, agent, optional customer and embedding
   model, validity), stopping at ``exact_scan_max_rows + 1`` so the probe costs at most that many
   index entries (an index-only scan of ``episodes_scope_idx``); the answer is remembered for
   ``plan_cache_seconds`` per scope;
-- a scope of up to ``exact_scan_max_rows`` rows is scanned exactly: every row is scored, so
-  recall is 1, and for small scopes this is also as fast as walking an HNSW graph filled with
-  other tenants' rows (benchmarks/vector_search.py measures both plans);
+- a scope of up to ``exact_scan_max_rows`` rows is scanned exactly: every row gets its pg score
+  and the best ``limit + EXACT_PLAN_SLACK`` come back, so recall is 1; for small scopes this is
+  also as fast as walking an HNSW graph filled with other tenants' rows
+  (benchmarks/vector_search.py measures both plans). When rows tie (or nearly tie) across that
+  cut, a second query fetches every row of the band, at most ``limit`` per identical embedding;
 - a larger scope uses the partition's HNSW index with ``hnsw.iterative_scan = relaxed_order``
   (pgvector >= 0.8: the scan continues until enough rows pass the tenant filter, instead of
   returning the few among the first ``ef_search`` candidates: without it a 10%-selective filter
   returned about 4 of 10 rows), a raised ``hnsw.ef_search``, and ``enable_sort = off`` so the
-  planner cannot swap the index scan for "filter, then sort everything". It fetches
-  ``max(limit, candidate_pool)`` candidates, scores them exactly and re-sorts them, so scores
-  are always the exact ``1 - (embedding <=> query)`` and small ordering slips of the relaxed
-  scan are repaired.
+  planner cannot swap the index scan for "filter, then sort everything". It asks for
+  ``max(limit, candidate_pool)`` candidates. The exact plan answers instead when the scan comes
+  back with fewer (it stops after ``hnsw.max_scan_tuples`` index tuples, 20,000 by default: a
+  customer's 1,001 rows behind 22,000 closer rows of other customers gave 1 row of 5), or when
+  rows beyond the candidates may tie into the result (``plans_run`` counts how often).
 
 The settings are ``SET LOCAL`` in the search's own read-only transaction, so they never leak to
 other users of a pooled connection. Text search, traversal and erasure are single statements (see
@@ -32,7 +40,7 @@ other users of a pooled connection. Text search, traversal and erasure are singl
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
@@ -158,6 +166,9 @@ class PostgresMemoryStore(MemoryStore):
         self.candidate_pool = candidate_pool
         self._hnsw_search_sql = sql.vector_search_hnsw_sql(embedding_dimensions)
         self._margin = score_margin(embedding_dimensions)
+        # How often each plan ran ("exact", "index", "index_fallback": the index plan could not
+        # vouch for its answer, "band": the exact plan fetched its band): for benchmarks and ops.
+        self.plans_run: Counter[str] = Counter()
         self._plans = _PlanCache(plan_cache_seconds)
 
     # --- episodes ---------------------------------------------------------------------------
@@ -233,7 +244,10 @@ class PostgresMemoryStore(MemoryStore):
                 self._plans.put(search.scope, use_index)
             hits = await self._index_plan(connection, search) if use_index else None
             if hits is None:  # the exact plan, or the index plan could not vouch for its answer
+                self.plans_run["index_fallback" if use_index else "exact"] += 1
                 hits = await self._exact_plan(connection, search)
+            else:
+                self.plans_run["index"] += 1
         return [(sql.episode_from_row(record), score) for record, score in hits]
 
     async def _index_plan(
@@ -270,6 +284,7 @@ class PostgresMemoryStore(MemoryStore):
         )
         ranking = search.rank(records, unseen_max=records[-1]["score"] if len(records) == wanted else None)
         if ranking.hits is None:
+            self.plans_run["band"] += 1
             records = await connection.fetch(
                 sql.VECTOR_SEARCH_BAND, *search.scope, search.query, ranking.floor, search.limit
             )
