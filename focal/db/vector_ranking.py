@@ -34,7 +34,7 @@ from uuid import UUID
 
 from focal.validation import SCORE_DECIMALS, CosineScorer
 
-__all__ = ["Candidate", "Ranking", "rank_candidates", "score_margin"]
+__all__ = ["Candidate", "Ranking", "band_sql", "rank_candidates", "score_margin"]
 
 Item = TypeVar("Item")
 
@@ -102,3 +102,30 @@ def rank_candidates(
     scored = [(c, score) for c in band if (score := score_of(c.embedding)) >= min_score]
     scored.sort(key=lambda pair: (-pair[1], pair[0].id))
     return Ranking([(c.item, score) for c, score in scored[:limit]], floor)
+
+
+def band_sql(
+    candidates: str, *, floor: str, limit: str, double_margin: str, ctes: str = "", stats: str = ""
+) -> str:
+    """SQL returning only the rows ``rank_candidates`` needs from ``candidates`` (a query whose rows
+    have a pg ``score``): those with ``score >= floor`` within ``double_margin`` of the
+    ``limit``-th best such score (NaN scores always), so the rows that cannot make the result are
+    neither sent nor decoded. Every row carries ``found`` (how many rows ``candidates`` yielded)
+    and ``lowest`` (their lowest score); one row of NULLs carries them when no row is in the band.
+    ``floor``, ``limit`` and ``double_margin`` are SQL expressions (parameters); ``ctes`` are more
+    common table expressions (``name AS (...), ``) the candidates may use, ``stats`` more
+    columns of the stats row (``, expression AS name``)."""
+    return f"""
+        WITH {ctes} candidates AS MATERIALIZED ({candidates}),
+        stats AS (
+            SELECT count(*) AS found, min(score) AS lowest{stats},
+                   (SELECT score FROM candidates WHERE score >= {floor} AND score <> 'NaN'
+                    ORDER BY score DESC OFFSET {limit} - 1 LIMIT 1) AS kth
+            FROM candidates
+        )
+        SELECT stats.*, band.*
+        FROM stats LEFT JOIN LATERAL (
+            SELECT * FROM candidates
+            WHERE score >= {floor} AND (stats.kth IS NULL OR score >= stats.kth - {double_margin})
+        ) AS band ON true
+    """

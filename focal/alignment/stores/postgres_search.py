@@ -35,11 +35,12 @@ from focal.alignment.models import Scope
 from focal.alignment.stores.postgres_base import Connection
 from focal.alignment.stores.postgres_rows import RULES
 from focal.db.migrations_support import HNSW_MAX_VECTOR_DIMENSIONS
-from focal.db.vector_ranking import Candidate, Ranking, rank_candidates, score_margin
+from focal.db.vector_ranking import Candidate, Ranking, band_sql, rank_candidates, score_margin
 from focal.validation import CosineScorer
 
 __all__ = [
     "DEFAULT_EXACT_SCAN_MAX_ROWS",
+    "EXACT_SQL",
     "SETTINGS_SQL",
     "SIZED_EXACT_SQL",
     "RuleSearch",
@@ -79,27 +80,23 @@ _SCOPE = """
 # from being flattened, which would compute the distance twice per row.
 _SCORED = f"SELECT {RULES.select_list}, 1 - (embedding <=> $1::vector) AS score FROM rules WHERE {_SCOPE}"
 
-# $9 pg floor, $10 row limit: the best rows of the scope by pg score.
-_EXACT_SQL = f"""
-    SELECT * FROM ({_SCORED} OFFSET 0) AS scored
-    WHERE scored.score >= $9
-    ORDER BY scored.score DESC, scored.id
-    LIMIT $10
-"""
-# The same, with $11 = exact_scan_max_rows + 1: first the scope's size (counted up to $11), and
-# the exact scan only when the scope is smaller (the condition on the outer row inside the
-# subquery is a one-time filter: a large scope is not scanned). Always one row at least: the
-# size, with NULLs when the scope is too large or nothing passes.
-SIZED_EXACT_SQL = f"""
-    WITH scope AS (SELECT count(*) AS size FROM (SELECT 1 FROM rules WHERE {_SCOPE} LIMIT $11) AS counted)
-    SELECT scope.size AS scope_size, picked.*
-    FROM scope LEFT JOIN LATERAL (
-        SELECT * FROM ({_SCORED} OFFSET 0) AS scored
-        WHERE scope.size < $11 AND scored.score >= $9
-        ORDER BY scored.score DESC, scored.id
-        LIMIT $10
-    ) AS picked ON true
-"""
+# $9 pg floor, $10 row limit, $11 limit, $12 twice the score margin: the best $10 rows of the
+# scope by pg score, of which only the band comes back (see ``band_sql``).
+_EXACT_CANDIDATES = (
+    f"SELECT * FROM ({_SCORED} OFFSET 0) AS scored WHERE score >= $9 ORDER BY score DESC, id LIMIT $10"
+)
+EXACT_SQL = band_sql(_EXACT_CANDIDATES, floor="$9", limit="$11", double_margin="$12")
+# The same, with $13 = exact_scan_max_rows + 1: first the scope's size (counted up to $13, in
+# ``scope_size``), and the exact scan only when the scope is smaller (the condition on the
+# size is a one-time filter: a large scope is not scanned).
+SIZED_EXACT_SQL = band_sql(
+    f"SELECT * FROM ({_EXACT_CANDIDATES}) AS best WHERE (SELECT size FROM scope) < $13",
+    floor="$9",
+    limit="$11",
+    double_margin="$12",
+    ctes=f"scope AS (SELECT count(*) AS size FROM (SELECT 1 FROM rules WHERE {_SCOPE} LIMIT $13) AS n),",
+    stats=", (SELECT size FROM scope) AS scope_size",
+)
 # $9 floor, $10 limit: every row of the band, at most $10 per identical embedding (the others can
 # never be in the result, so a hundred copies of one rule cost $10 rows).
 _BAND_SQL = f"""
@@ -124,19 +121,14 @@ def ef_search(limit: int) -> int:
 
 
 def index_sql(dimensions: int) -> str:
-    """$9 pg floor, $10 candidates. The nearest $10 rules of the scope by the HNSW index, those
-    with pg score >= $9, each with ``found`` (how many the scan yielded) and ``lowest`` (their
-    lowest pg score); one row of NULLs carries the two when none passes."""
+    """$9 pg floor, $10 candidates, $11 limit, $12 twice the score margin. The nearest $10 rules
+    of the scope by the HNSW index, of which the band comes back, with ``found`` (how many the
+    scan yielded) and ``lowest`` (their lowest pg score); see ``band_sql``."""
     if dimensions <= HNSW_MAX_VECTOR_DIMENSIONS:
         distance = "embedding <=> $1::vector"
     else:
         distance = f"embedding::halfvec({dimensions}) <=> $1::vector::halfvec({dimensions})"
-    return f"""
-        WITH nearest AS MATERIALIZED ({_SCORED} ORDER BY {distance} LIMIT $10)
-        SELECT found.found, found.lowest, picked.*
-        FROM (SELECT count(*) AS found, min(score) AS lowest FROM nearest) AS found
-        LEFT JOIN LATERAL (SELECT * FROM nearest WHERE score >= $9) AS picked ON true
-    """
+    return band_sql(f"{_SCORED} ORDER BY {distance} LIMIT $10", floor="$9", limit="$11", double_margin="$12")
 
 
 class RuleSearch:
@@ -191,20 +183,22 @@ class RuleSearch:
                 unseen_max=unseen_max,
             )
 
+        def band(candidates: int) -> tuple[object, ...]:
+            return (*scope, floor, candidates, limit, 2.0 * self._margin)
+
         wanted = limit + TIE_SLACK
-        records = await connection.fetch(SIZED_EXACT_SQL, *scope, floor, wanted, self.exact_scan_max_rows + 1)
+        records = await connection.fetch(SIZED_EXACT_SQL, *band(wanted), self.exact_scan_max_rows + 1)
         if records[0]["scope_size"] > self.exact_scan_max_rows:
             async with connection.transaction(readonly=True):
                 await connection.execute(SETTINGS_SQL, str(ef_search(limit)))
-                nearest = await connection.fetch(self._index_sql, *scope, floor, candidate_limit(limit))
+                nearest = await connection.fetch(self._index_sql, *band(candidate_limit(limit)))
             if nearest[0]["found"] == candidate_limit(limit):
                 ranking = rank(nearest, unseen_max=nearest[0]["lowest"])
                 if ranking.hits is not None:
                     return ranking.hits
             # the scan came back short, or rows beyond its candidates may tie in: score them all
-            records = await connection.fetch(_EXACT_SQL, *scope, floor, wanted)
-        full = len([r for r in records if r["id"] is not None]) == wanted
-        ranking = rank(records, unseen_max=records[-1]["score"] if full else None)
+            records = await connection.fetch(EXACT_SQL, *band(wanted))
+        ranking = rank(records, unseen_max=records[0]["lowest"] if records[0]["found"] == wanted else None)
         if ranking.hits is None:
             ranking = rank(await connection.fetch(_BAND_SQL, *scope, ranking.floor, limit), unseen_max=None)
         assert ranking.hits is not None  # nothing unseen: the band is complete

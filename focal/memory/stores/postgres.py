@@ -134,8 +134,15 @@ class _Search:
         """The lowest pg score a row can have and still reach ``min_score`` for real."""
         return self.min_score - self.margin
 
+    def band_arguments(self, candidates: int) -> tuple[object, ...]:
+        """$6.. of the exact and index queries: query, floor, candidates, limit, 2 * margin."""
+        return (self.query, self.pg_floor, candidates, self.limit, 2.0 * self.margin)
+
     def rank(self, records: Sequence[asyncpg.Record], *, unseen_max: float | None) -> Ranking[asyncpg.Record]:
-        candidates = [Candidate(r["id"], r["score"], r["embedding"], r) for r in records]
+        """Rank the rows of ``records`` (a row of NULLs, carrying only stats, is skipped)."""
+        candidates = [
+            Candidate(r["id"], r["score"], r["embedding"], r) for r in records if r["id"] is not None
+        ]
         return rank_candidates(
             self.score_of,
             candidates,
@@ -263,15 +270,14 @@ class PostgresMemoryStore(MemoryStore):
         await connection.execute(sql.begin_hnsw_search_sql(ef_search))
         try:
             records = await connection.fetch(
-                self._hnsw_search_sql, *search.scope, search.query, search.pg_floor, candidates
+                self._hnsw_search_sql, *search.scope, *search.band_arguments(candidates)
             )
         finally:
             # read-only: ending it either way only drops the transaction-local settings
             await connection.execute("ROLLBACK")
         if records[0]["found"] < candidates:
             return None
-        rows = [record for record in records if record["id"] is not None]
-        return search.rank(rows, unseen_max=records[0]["lowest"]).hits
+        return search.rank(records, unseen_max=records[0]["lowest"]).hits
 
     async def _exact_plan(
         self, connection: PoolConnectionProxy, search: _Search
@@ -280,9 +286,11 @@ class PostgresMemoryStore(MemoryStore):
         reaches past them (ties at the cut), the whole band (see ``focal.db.vector_ranking``)."""
         wanted = search.limit + EXACT_PLAN_SLACK
         records = await connection.fetch(
-            sql.VECTOR_SEARCH_EXACT, *search.scope, search.query, search.pg_floor, wanted
+            sql.VECTOR_SEARCH_EXACT, *search.scope, *search.band_arguments(wanted)
         )
-        ranking = search.rank(records, unseen_max=records[-1]["score"] if len(records) == wanted else None)
+        ranking = search.rank(
+            records, unseen_max=records[0]["lowest"] if records[0]["found"] == wanted else None
+        )
         if ranking.hits is None:
             self.plans_run["band"] += 1
             records = await connection.fetch(

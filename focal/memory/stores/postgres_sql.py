@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from focal.db.migrations_support import HNSW_MAX_VECTOR_DIMENSIONS
+from focal.db.vector_ranking import band_sql
 from focal.memory.models import Entity, Episode, Relationship
 
 EPISODE_COLUMNS = (
@@ -111,19 +112,21 @@ _SCORED_SCOPE = f"""
     WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
 """
 
-# Exact scan: every row of the scope gets its pg score; no vector index. $6 query, $7 floor,
-# $8 row limit. OFFSET 0 keeps the subquery from being flattened: flattened, the score
-# expression would be computed twice per row (once for the floor, once for the output).
-VECTOR_SEARCH_EXACT = f"""
-    SELECT * FROM ({_SCORED_SCOPE} OFFSET 0) AS scored
-    WHERE score >= $7
-    ORDER BY score DESC, id
-    LIMIT $8
-"""
+# Exact scan: every row of the scope gets its pg score; no vector index. The best $8 rows with
+# pg score >= $7 (floor) are the candidates, of which only the band comes back ($9 limit, $10
+# twice the score margin; see band_sql). OFFSET 0 keeps the subquery from being flattened:
+# flattened, the score expression would be computed twice per row.
+VECTOR_SEARCH_EXACT = band_sql(
+    f"SELECT * FROM ({_SCORED_SCOPE} OFFSET 0) AS scored WHERE score >= $7 ORDER BY score DESC, id LIMIT $8",
+    floor="$7",
+    limit="$9",
+    double_margin="$10",
+)
 
-# The band of an exact search (see focal.db.vector_ranking): every row with pg score >= $7, but at
-# most $8 (the search's limit) per identical embedding, the ones with the smallest ids: the others
-# can never make the result, and a thousand copies of one vector must not cost a thousand rows.
+# The band of an exact search when it reaches past the candidates (ties at the cut): every row
+# with pg score >= $7, but at most $8 (the search's limit) per identical embedding, the ones with
+# the smallest ids: the others can never make the result, and a thousand copies of one vector
+# must not cost a thousand rows.
 VECTOR_SEARCH_BAND = f"""
     SELECT * FROM (
         SELECT scored.*, row_number() OVER (PARTITION BY scored.embedding ORDER BY scored.id) AS twin
@@ -137,21 +140,16 @@ VECTOR_SEARCH_BAND = f"""
 
 def vector_search_hnsw_sql(dimensions: int) -> str:
     """Index scan: the HNSW index yields the nearest $8 rows of the scope (iterative scan keeps
-    going until enough rows pass the filter, or until ``hnsw.max_scan_tuples``). Returns those
-    with pg score >= $7 (floor), each with ``found`` (how many candidates the scan yielded) and
-    ``lowest`` (their lowest pg score); when none passes, one row of NULLs carries the two. The
-    ORDER BY repeats the indexed expression: ``embedding``, or ``embedding::halfvec(D)`` above
-    2000 dimensions (see migration 0005)."""
+    going until enough rows pass the filter, or until ``hnsw.max_scan_tuples``); of those, the
+    band comes back ($7 floor, $9 limit, $10 twice the score margin; see ``band_sql``), with
+    ``found`` (how many the scan yielded) and ``lowest`` (their lowest pg score). The ORDER BY
+    repeats the indexed expression: ``embedding``, or ``embedding::halfvec(D)`` above 2000
+    dimensions (see migration 0005)."""
     if dimensions <= HNSW_MAX_VECTOR_DIMENSIONS:
         order = "e.embedding <=> $6::vector"
     else:
         order = f"(e.embedding::halfvec({dimensions})) <=> ($6::vector::halfvec({dimensions}))"
-    return f"""
-        WITH nearest AS MATERIALIZED ({_SCORED_SCOPE} ORDER BY {order} LIMIT $8)
-        SELECT found.found, found.lowest, picked.*
-        FROM (SELECT count(*) AS found, min(score) AS lowest FROM nearest) AS found
-        LEFT JOIN LATERAL (SELECT * FROM nearest WHERE score >= $7) AS picked ON true
-    """
+    return band_sql(f"{_SCORED_SCOPE} ORDER BY {order} LIMIT $8", floor="$7", limit="$9", double_margin="$10")
 
 
 # $1 OR-query text (websearch syntax), $2 query text, $3 tenant, $4 agent, $5 customer, $6 limit.

@@ -301,7 +301,20 @@ async def test_filtered_search_through_the_index_matches_an_exact_computation(pg
 
     # The index query alone yields every candidate it asks for (so the store did not need its
     # exact fallback), through the HNSW index; without iterative scan it loses them.
-    arguments = (query, target.tenant_id, target.id, None, True, [], [], [], -2.0, candidate_limit(10))
+    arguments = (
+        query,
+        target.tenant_id,
+        target.id,
+        None,
+        True,
+        [],
+        [],
+        [],
+        -2.0,
+        candidate_limit(10),
+        10,
+        0.0,
+    )
     async with pg_pool.acquire() as connection, connection.transaction():
         await connection.execute(SETTINGS_SQL, str(ef_search(10)))
         plan = await connection.fetchval(
@@ -368,7 +381,20 @@ async def test_rule_search_that_comes_back_short_is_answered_exactly(pg_dsn: str
         indexed = PostgresConfigStore(
             pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=0
         )
-        arguments = (query, target.tenant_id, target.id, None, True, [], [], [], -2.0, candidate_limit(5))
+        arguments = (
+            query,
+            target.tenant_id,
+            target.id,
+            None,
+            True,
+            [],
+            [],
+            [],
+            -2.0,
+            candidate_limit(5),
+            5,
+            0.0,
+        )
         async with pool.acquire() as connection, connection.transaction():
             await connection.execute(SETTINGS_SQL, str(ef_search(5)))
             found = await connection.fetch(index_sql(TEST_EMBEDDING_DIMENSIONS), *arguments)
@@ -400,7 +426,7 @@ async def test_rule_search_scores_a_large_scope_only_through_the_index(pg_pool: 
                 embedding_model="m",
             )
         )
-    arguments = (unit_vector(0), tenant, agent.id, None, True, [], [], [], -2.0, 26)
+    arguments = (unit_vector(0), tenant, agent.id, None, True, [], [], [], -2.0, 26, 10, 0.0)
     for cap, scanned in ((4, False), (6, True)):
         plan = await pg_pool.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {SIZED_EXACT_SQL}", *arguments, cap)
         text = "\n".join(row[0] for row in plan)

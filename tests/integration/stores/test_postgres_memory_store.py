@@ -70,6 +70,8 @@ async def hnsw_plan(pool: asyncpg.Pool, dimensions: int, tenant_id: UUID, agent_
             query,
             -2.0,
             40,
+            10,
+            0.0,
         )
         await connection.execute("ROLLBACK")
     return "\n".join(row[0] for row in rows)
@@ -90,6 +92,8 @@ async def index_scan_found(
             query,
             -2.0,
             candidates,
+            10,
+            0.0,
         )
         await connection.execute("ROLLBACK")
     return int(records[0]["found"])
