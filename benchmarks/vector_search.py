@@ -246,12 +246,17 @@ async def bench_database(
     }
     search: dict[str, Any] = {}
     truth: list[list[UUID]] = []
+    stores = {"store": store, "store_index_plan": index_store, "store_exact_plan": exact_store}
     for label, run in variants.items():
         await timed_queries(warmup, tenants, run)
+        if label in stores:
+            stores[label].plans_run.clear()
         latencies, answers = await timed_queries(queries, tenants, run)
         if label == "raw_exact_scan":
             truth = answers
         search[label] = {**percentiles(latencies), "recall_at_10": recall(answers, truth)}
+        if label in stores:  # which plans answered (index_fallback: the exact plan after the index one)
+            search[label]["plans_run"] = dict(stores[label].plans_run)
         if label == "raw_hnsw_no_iterative_scan":
             search[label]["mean_rows_returned"] = round(float(np.mean([len(a) for a in answers])), 2)
         print(f"[{distribution} {size}] {label}: {search[label]}", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -39,6 +40,11 @@ from focal.errors import InvalidDataError
 
 MAX_LIMIT = 1000
 MIN_INT4, MAX_INT4 = -(2**31), 2**31 - 1
+# Lengths a vector must have to be scored alike everywhere (see ``checked_vector``).
+MIN_VECTOR_NORM = 1e-15
+MAX_VECTOR_NORM = 1e15
+# Vector search scores are rounded to this many decimal places (see ``CosineScorer``).
+SCORE_DECIMALS = 12
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _Enum = TypeVar("_Enum", bound=Enum)
@@ -57,21 +63,39 @@ def check_limit(limit: int, offset: int = 0) -> None:
 
 
 def check_vector(vector: Sequence[float] | None, dimensions: int, *, what: str = "embedding") -> None:
-    """A vector must have exactly ``dimensions`` finite floats and not be all zeros.
+    """``vector`` is ``None`` (no embedding) or passes ``checked_vector``."""
+    if vector is not None:
+        checked_vector(vector, dimensions, what=what)
 
-    ``None`` passes (the row simply has no embedding). A zero vector has no direction, so its
-    cosine similarity is undefined; it is refused rather than silently scored.
+
+def checked_vector(vector: Sequence[float], dimensions: int, *, what: str = "embedding") -> list[float]:
+    """``vector`` rounded to float32, as pgvector stores it, after checking that every backend can
+    score it: exactly ``dimensions`` finite values that fit a float32, and a length (Euclidean
+    norm) between ``MIN_VECTOR_NORM`` and ``MAX_VECTOR_NORM``.
+
+    The length bounds exist because pgvector computes cosine distance in float32: a vector like
+    ``[1e-25, 0, ...]`` has a squared norm that underflows to 0 and scores NaN (which PostgreSQL
+    sorts above every number, so it passed ``min_score`` and ranked first), and ``[1e20, 0, ...]``
+    overflows to infinity and scores 0 against itself. Within the bounds, squared norms and dot
+    products of two vectors stay in [1e-30, 1e30], far inside float32's normal range. A zero
+    vector (also one that rounds to zero as float32) has no direction and is refused too.
     """
-    if vector is None:
-        return
     if len(vector) != dimensions:
         raise InvalidDataError(
             f"{what} has {len(vector)} dimensions, the store is configured for {dimensions}"
         )
     if not all(map(math.isfinite, vector)):
         raise InvalidDataError(f"{what} contains NaN or infinite values")
-    if not any(vector):
-        raise InvalidDataError(f"{what} is all zeros; cosine similarity is undefined for it")
+    rounded = float32(vector)
+    norm = math.hypot(*rounded)
+    if norm == 0.0:
+        raise InvalidDataError(f"{what} is all zeros (as float32); cosine similarity is undefined for it")
+    if not MIN_VECTOR_NORM <= norm <= MAX_VECTOR_NORM:
+        raise InvalidDataError(
+            f"{what} has length {norm:.3g}; cosine scores need a length between {MIN_VECTOR_NORM:g} "
+            f"and {MAX_VECTOR_NORM:g} (pgvector computes them in float32)"
+        )
+    return rounded
 
 
 def check_min_score(min_score: float) -> None:
@@ -80,11 +104,42 @@ def check_min_score(min_score: float) -> None:
         raise InvalidDataError(f"min_score must be between -1 and 1, got {min_score}")
 
 
+class CosineScorer:
+    """The score of every vector search, on every backend: cosine similarity to ``query``.
+
+    ``scorer(vector)`` is the cosine of the two vectors as given (stores pass them rounded to
+    float32, as pgvector keeps them), computed in double precision with an exactly rounded dot
+    product (``math.fsum``) and correctly rounded norms (``math.hypot``), then rounded to
+    ``SCORE_DECIMALS`` decimal places. The rounding, far below any embedding model's precision,
+    makes the value of the score a property of the two directions rather than of arithmetic
+    noise: the same direction (a copy, a power-of-two multiple) scores exactly 1.0, orthogonal
+    vectors exactly 0.0, and ``min_score=1.0`` admits exactly the rows pointing the same way.
+
+    Backends rank by this score (descending, ties by id), never by pgvector's own ``<=>``, which
+    accumulates in float32: it scores near-copies 1.0 and orders rows within ~1e-7 of each other
+    arbitrarily. PostgreSQL uses ``<=>`` only to choose candidates (``focal.db.vector_ranking``).
+    A zero vector (none passes ``checked_vector``) scores NaN, which no ``min_score`` admits.
+    """
+
+    __slots__ = ("_norm", "_query")
+
+    def __init__(self, query: Sequence[float]) -> None:
+        self._query = query
+        self._norm = math.hypot(*query)
+
+    def __call__(self, vector: Sequence[float]) -> float:
+        if len(vector) != len(self._query):
+            raise ValueError(f"vectors of different lengths: {len(self._query)} and {len(vector)}")
+        norms = self._norm * math.hypot(*vector)
+        if norms == 0.0:
+            return math.nan
+        score = round(math.fsum(map(operator.mul, self._query, vector)) / norms, SCORE_DECIMALS)
+        return min(1.0, max(-1.0, score)) + 0.0  # + 0.0: no -0.0 in results
+
+
 def cosine_similarity(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine similarity of two non-zero vectors of the same length."""
-    dot = sum(x * y for x, y in zip(a, b, strict=True))
-    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
-    return dot / norm
+    """The score of ``b`` for the query ``a`` (``CosineScorer``); NaN when either is zero."""
+    return CosineScorer(a)(b)
 
 
 def float32(values: Iterable[float]) -> list[float]:

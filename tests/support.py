@@ -7,7 +7,10 @@ in-memory ones too), matching the ``vector(D)`` columns of the ``pg_dsn`` databa
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Awaitable, Sequence
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Protocol
 from uuid import UUID, uuid4
 
@@ -51,3 +54,27 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     """Cosine similarity, the score the stores report (``1 - (a <=> b)``)."""
     dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def exact_score(query: Sequence[float], vector: Sequence[float]) -> float:
+    """The score every store must report, computed independently of ``focal``: the cosine of the
+    two vectors as stored (rounded to float32), in exact rational arithmetic and 40-digit
+    decimals, rounded to 12 decimal places."""
+    a, b = _float32(query), _float32(vector)
+    dot = sum((Fraction(x) * Fraction(y) for x, y in zip(a, b, strict=True)), Fraction(0))
+    squares = sum((Fraction(x) ** 2 for x in a), Fraction(0)) * sum(
+        (Fraction(y) ** 2 for y in b), Fraction(0)
+    )
+    with localcontext() as context:
+        context.prec = 40
+        value = _decimal(dot) / _decimal(squares).sqrt()
+    return round(float(value), 12) + 0.0
+
+
+def _float32(values: Sequence[float]) -> list[float]:
+    packing = struct.Struct(f"<{len(values)}f")
+    return list(packing.unpack(packing.pack(*values)))
+
+
+def _decimal(value: Fraction) -> Decimal:
+    return Decimal(value.numerator) / Decimal(value.denominator)

@@ -10,6 +10,16 @@ array or ``pgvector.Vector``) and come out as ``list[float]``: stores never see
 The ``vector`` type is created by the first migration; a pool on a database without it fails at
 once with ``SchemaVersionError`` ("run `focal db upgrade`").
 
+Codecs (and asyncpg's cached prepared statements) are bound to the type's OID. When the extension
+is dropped and created again while the application runs (``focal db downgrade base`` then
+``upgrade``), the type gets a new OID and every connection of the pool breaks: writes fail with
+"cache lookup failed for type N" and reads return vectors as text. So on acquire the pool
+checks the type's OID, at most once per ``vector_type_check_seconds`` (one round trip for the
+whole pool, default 1 s; 0 checks on every acquire), and a connection that registered its codecs
+for an older OID reloads its schema state (dropping cached statements) and registers them again
+before it is handed out. While the extension is missing, acquiring raises
+``SchemaVersionError``.
+
 Whoever creates the pool closes it (``await pool.close()``); stores never do.
 """
 
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -27,7 +38,14 @@ import asyncpg
 from focal.errors import SchemaVersionError, StoreConnectionError
 from focal.settings import DatabaseSettings
 
-__all__ = ["check_pool", "create_pool", "create_pool_from_settings", "describe_dsn", "register_vector_codecs"]
+__all__ = [
+    "VectorConnection",
+    "check_pool",
+    "create_pool",
+    "create_pool_from_settings",
+    "describe_dsn",
+    "register_vector_codecs",
+]
 
 _HEADER = struct.Struct(">HH")  # dimensions, unused (pgvector's binary send/recv format)
 
@@ -46,8 +64,8 @@ def _decode(data: bytes, element: str) -> list[float]:
     return list(struct.unpack_from(f">{dimensions}{element}", data, _HEADER.size))
 
 
-async def register_vector_codecs(connection: asyncpg.Connection, *, schema: str = "public") -> None:
-    """Register ``vector`` (and ``halfvec``) codecs on one connection; the pool's ``init`` hook."""
+async def register_vector_codecs(connection: asyncpg.Connection | Any, *, schema: str = "public") -> None:
+    """Register ``vector`` (and ``halfvec``) codecs on one connection (or pool connection proxy)."""
     try:
         for type_name, element in (("vector", "f"), ("halfvec", "e")):
             await connection.set_type_codec(
@@ -63,6 +81,57 @@ async def register_vector_codecs(connection: asyncpg.Connection, *, schema: str 
         raise SchemaVersionError(
             "the pgvector extension (type `vector`) is missing in this database: run `focal db upgrade`"
         ) from exc
+
+
+class VectorConnection(asyncpg.Connection):
+    """A pool connection that remembers which generation of the ``vector`` type (see
+    ``_VectorTypes``) its codecs were registered for."""
+
+    __slots__ = ("_vector_generation",)
+
+    def vector_generation(self) -> int:
+        return getattr(self, "_vector_generation", -1)
+
+    def set_vector_generation(self, generation: int) -> None:
+        self._vector_generation = generation
+
+
+class _VectorTypes:
+    """The pool-wide view of the ``vector`` type's OID: ``generation`` grows each time it is seen
+    to change, and a connection registered for an older generation re-registers on acquire."""
+
+    _OID_SQL = "SELECT to_regtype($1)::oid"
+
+    def __init__(self, schema: str, check_seconds: float) -> None:
+        self.schema = schema
+        self.check_seconds = check_seconds
+        self.oid: int | None = None
+        self.generation = 0
+        self._next_check = 0.0
+
+    async def _observe(self, connection: Any) -> None:
+        oid = await connection.fetchval(self._OID_SQL, f"{self.schema}.vector")
+        if oid != self.oid:
+            if self.oid is not None:
+                self.generation += 1
+            self.oid = oid
+
+    async def init(self, connection: Any) -> None:
+        """A new connection: register its codecs for the type as it is now."""
+        await self._observe(connection)
+        await register_vector_codecs(connection, schema=self.schema)
+        connection.set_vector_generation(self.generation)
+
+    async def setup(self, connection: Any) -> None:
+        """Every acquire: check the OID if it is time, and refresh a stale connection."""
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + self.check_seconds  # before the await: one check at a time
+            await self._observe(connection)
+        if connection.vector_generation() != self.generation:
+            await connection.reload_schema_state()  # drops prepared statements bound to the old OID
+            await register_vector_codecs(connection, schema=self.schema)
+            connection.set_vector_generation(self.generation)
 
 
 def describe_dsn(dsn: str) -> str:
@@ -85,6 +154,7 @@ async def create_pool(
     connect_timeout: float = 10.0,
     statement_cache_size: int = 100,
     vector_codecs: bool = True,
+    vector_type_check_seconds: float = 1.0,
 ) -> asyncpg.Pool:
     """Open an asyncpg pool with the pgvector codecs on every connection.
 
@@ -92,8 +162,13 @@ async def create_pool(
     mode requires. ``min_size`` connections are opened now, so an unreachable server fails here
     with ``StoreConnectionError`` naming host, port and database (never the password).
     ``vector_codecs=False`` is for maintenance connections on databases without pgvector.
+    ``vector_type_check_seconds``: how often (at most) an acquire checks that the ``vector`` type
+    was not re-created meanwhile (see the module docstring).
     """
     where = describe_dsn(dsn)
+    if vector_type_check_seconds < 0:
+        raise ValueError(f"vector_type_check_seconds must be >= 0, got {vector_type_check_seconds}")
+    types = _VectorTypes("public", vector_type_check_seconds) if vector_codecs else None
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -102,7 +177,9 @@ async def create_pool(
             command_timeout=command_timeout,
             timeout=connect_timeout,
             statement_cache_size=statement_cache_size,
-            init=register_vector_codecs if vector_codecs else None,
+            connection_class=VectorConnection,
+            init=types.init if types else None,
+            setup=types.setup if types else None,
         )
     except SchemaVersionError:
         raise

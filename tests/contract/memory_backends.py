@@ -17,7 +17,13 @@ from focal.memory.stores.store import MemoryStore
 from tests.support import TEST_EMBEDDING_DIMENSIONS
 
 DIMS = TEST_EMBEDDING_DIMENSIONS
-BACKENDS = ["inmemory", pytest.param("postgres", marks=pytest.mark.postgres)]
+# "postgres-index-plan" is the PostgreSQL store forced onto its HNSW plan (the one large search
+# scopes take): vector search must return the same rows, in the same order, whichever plan runs.
+BACKENDS = [
+    "inmemory",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("postgres-index-plan", marks=pytest.mark.postgres),
+]
 
 
 @pytest.fixture(params=BACKENDS, name="store")
@@ -29,10 +35,11 @@ def memory_store_fixture(request: pytest.FixtureRequest) -> MemoryStore:
     """
     if request.param == "inmemory":
         return InMemoryMemoryStore(embedding_dimensions=DIMS)
-    if request.param == "postgres":
+    if request.param in ("postgres", "postgres-index-plan"):
         from focal.memory.stores.postgres import PostgresMemoryStore
 
-        return PostgresMemoryStore(request.getfixturevalue("pg_pool"), embedding_dimensions=DIMS)
+        plan: dict[str, Any] = {"exact_scan_max_rows": 0} if request.param == "postgres-index-plan" else {}
+        return PostgresMemoryStore(request.getfixturevalue("pg_pool"), embedding_dimensions=DIMS, **plan)
     raise AssertionError(f"unknown backend {request.param}")
 
 

@@ -105,6 +105,8 @@ async def test_scenario_soft_delete_clash_and_missing_agent(config_store: Config
     "bad",
     [
         {"entry_embedding": [1.0] * (TEST_EMBEDDING_DIMENSIONS - 1)},
+        # squared norm underflows float32: pgvector would score it NaN
+        {"entry_embedding": [1e-25] + [0.0] * (TEST_EMBEDDING_DIMENSIONS - 1)},
         {"entry_step_id": uuid4()},  # not one of the steps
         {"steps": []},
         {"version": 0},

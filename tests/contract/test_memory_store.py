@@ -6,6 +6,7 @@ Backends and builders: ``tests/contract/memory_backends.py``; the graph and eras
 
 from __future__ import annotations
 
+import random
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import uuid4
@@ -24,7 +25,17 @@ from tests.contract.memory_backends import (
     make_episode,
     memory_store_fixture,  # noqa: F401 - the parametrised fixture
 )
-from tests.support import cosine, new_tenant, normalized, unit_vector
+from tests.support import cosine, exact_score, new_tenant, normalized, unit_vector
+
+# Finite vectors whose cosine pgvector's float32 arithmetic cannot compute: their squared norm
+# underflows (NaN scores that bypassed min_score and ranked first) or overflows (a score of 0 for
+# a collinear vector); in double precision the in-memory store divided by zero.
+DEGENERATE_VECTORS = {
+    "underflows-in-float32": [1e-25] + [0.0] * (DIMS - 1),
+    "rounds-to-zero-in-float32": [1e-50] * DIMS,
+    "underflows-in-double": [1e-170] * DIMS,
+    "overflows-in-float32": [1e20] + [1.0] * (DIMS - 1),
+}
 
 # --- episodes: add / get ----------------------------------------------------------------------
 
@@ -81,6 +92,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         {"embedding": [0.0] * DIMS},
         {"embedding": [float("nan")] + [1.0] * (DIMS - 1)},
         {"embedding": [1e39] + [1.0] * (DIMS - 1)},  # finite, but beyond float32 (pgvector's type)
+        *({"embedding": vector} for vector in DEGENERATE_VECTORS.values()),
         {"valid_from": datetime(2026, 1, 2), "valid_to": None},
         {"valid_from": datetime(2026, 1, 2).astimezone(), "valid_to": datetime(2026, 1, 1).astimezone()},
         {"metadata": {"when": datetime(2026, 1, 1).astimezone()}},
@@ -93,6 +105,7 @@ async def test_add_episode_with_existing_id_conflicts_and_keeps_the_original(sto
         "zero-vector",
         "nan",
         "beyond-float32",
+        *DEGENERATE_VECTORS,
         "naive-datetime",
         "valid-to-before-from",
         "metadata-not-json",
@@ -147,6 +160,26 @@ async def test_add_episodes_batch_is_all_or_nothing(store: MemoryStore) -> None:
         await store.add_episodes([fresh, make_episode(tenant, agent, embedding=[1e39] * DIMS)])
     assert await store.get_episode(tenant, fresh.id) is None
     assert await store.add_episodes([]) == []
+
+
+async def test_add_episodes_with_an_id_of_another_tenant_conflicts_and_stores_nothing(
+    store: MemoryStore,
+) -> None:
+    owner, tenant, agent = new_tenant(), new_tenant(), uuid4()
+    theirs = make_episode(owner, agent, "theirs", embedding=unit_vector(0))
+    await store.add_episode(theirs)
+    fresh = make_episode(tenant, agent, "fresh words", embedding=unit_vector(1))
+    clash = make_episode(tenant, agent, "clash words", embedding=unit_vector(2)).model_copy(
+        update={"id": theirs.id}
+    )
+    with pytest.raises(ConflictError):
+        await store.add_episodes([fresh, clash])
+    assert await store.get_episode(tenant, fresh.id) is None
+    assert await store.get_episode(tenant, theirs.id) is None
+    assert await store.get_episode(owner, theirs.id) == theirs
+    assert await store.vector_search_episodes(unit_vector(1), tenant, agent, min_score=-1.0) == []
+    assert await store.text_search_episodes("fresh clash words", tenant, agent) == []
+    assert hit_ids(await store.vector_search_episodes(unit_vector(0), owner, agent)) == [theirs.id]
 
 
 # --- episodes: vector search --------------------------------------------------------------------
@@ -209,6 +242,98 @@ async def test_vector_search_ties_break_on_id(store: MemoryStore) -> None:
         await store.add_episode(twin)
     hits = await store.vector_search_episodes(normalized([1.0, 2.0, 3.0]), tenant, agent)
     assert hit_ids(hits) == sorted(ids(twins))
+
+
+async def test_vector_search_ties_beyond_the_candidate_pool_break_on_id(store: MemoryStore) -> None:
+    """40 equal scores: more than any backend fetches as candidates (limit + 16, or its pool of
+    20), so a plan that cuts its candidates before breaking ties returns arbitrary twins."""
+    tenant, agent = new_tenant(), uuid4()
+    query = normalized([1.0, 0.0, 0.5])
+    best = make_episode(tenant, agent, "best", embedding=query)
+    twins = [
+        make_episode(tenant, agent, f"twin {i}", embedding=normalized([1.0, 1.0, 0.5])) for i in range(40)
+    ]
+    worse = make_episode(tenant, agent, "worse", embedding=normalized([0.0, 1.0, 0.5]))
+    await store.add_episodes([worse, *twins, best])
+    twin_ids = sorted(ids(twins))
+    assert hit_ids(await store.vector_search_episodes(query, tenant, agent, limit=5)) == [
+        best.id,
+        *twin_ids[:4],
+    ]
+    hits = await store.vector_search_episodes(query, tenant, agent, limit=30)
+    assert hit_ids(hits) == [best.id, *twin_ids[:29]]
+    assert len({score for _, score in hits[1:]}) == 1
+    everything = await store.vector_search_episodes(query, tenant, agent, limit=100)
+    assert hit_ids(everything) == [best.id, *twin_ids, worse.id]
+
+
+async def test_vector_search_min_score_one_admits_exactly_the_same_direction(store: MemoryStore) -> None:
+    """Score 1.0 means the same direction: copies and power-of-two multiples of the query (exact
+    in float32), not near-copies that float32 arithmetic would round up to 1. Several queries,
+    since whether rounding happens to land on 1.0 depends on the vector."""
+    tenant, rng = new_tenant(), random.Random(13)
+    for _ in range(5):
+        agent = uuid4()
+        query = normalized([rng.uniform(-1.0, 1.0) for _ in range(DIMS)])
+        same = [make_episode(tenant, agent, f"copy {i}", embedding=query) for i in range(3)]
+        same.append(make_episode(tenant, agent, "doubled", embedding=[2.0 * x for x in query]))
+        near = [
+            make_episode(
+                tenant, agent, f"near {i}", embedding=[x * (1 + rng.gauss(0.0, 1e-4)) for x in query]
+            )
+            for i in range(8)
+        ]
+        await store.add_episodes([*near, *same])
+        hits = await store.vector_search_episodes(query, tenant, agent, min_score=1.0, limit=100)
+        assert hit_ids(hits) == sorted(ids(same))
+        assert [score for _, score in hits] == [1.0] * len(same)
+        below = await store.vector_search_episodes(query, tenant, agent, min_score=0.99, limit=100)
+        assert hit_ids(below)[: len(same)] == sorted(ids(same))
+        assert sorted(hit_ids(below)[len(same) :]) == sorted(ids(near))
+        assert all(score < 1.0 for _, score in below[len(same) :])
+
+
+async def test_vector_search_orders_near_ties_by_their_exact_scores(store: MemoryStore) -> None:
+    """Rows whose scores differ by less than float32 arithmetic resolves come back in the order
+    (and with the scores) of their exact cosine, rounded to 12 decimals: the same rows in the same
+    order on every backend, and ``min_score`` cuts exactly at a row's own score."""
+    tenant, agent = new_tenant(), uuid4()
+    rng = random.Random(15)
+    query = normalized([0.4, 1.0, -0.3, 0.8, 0.2, -0.6, 0.5, 0.1])
+    rows = [
+        make_episode(tenant, agent, f"near {i}", embedding=[x + rng.gauss(0.0, 1e-4) for x in query])
+        for i in range(30)
+    ]
+    await store.add_episodes(rows)
+    expected = sorted(
+        ((exact_score(query, e.embedding or []), e.id) for e in rows), key=lambda p: (-p[0], p[1])
+    )
+    hits = await store.vector_search_episodes(query, tenant, agent, limit=10)
+    assert [(e.id, score) for e, score in hits] == [(i, score) for score, i in expected[:10]]
+    threshold = expected[6][0]
+    cut = await store.vector_search_episodes(query, tenant, agent, min_score=threshold, limit=100)
+    assert hit_ids(cut) == [i for score, i in expected if score >= threshold]
+    assert len(cut) >= 7
+
+
+async def test_vector_search_min_score_zero_keeps_orthogonal_episodes_at_score_zero(
+    store: MemoryStore,
+) -> None:
+    tenant, agent = new_tenant(), uuid4()
+    query = normalized([1.0, 1.0])
+    aligned = make_episode(tenant, agent, "aligned", embedding=query)
+    orthogonal = make_episode(tenant, agent, "orthogonal", embedding=normalized([1.0, -1.0]))
+    disjoint = make_episode(tenant, agent, "disjoint", embedding=unit_vector(5))
+    opposed = make_episode(tenant, agent, "opposed", embedding=normalized([-1.0, -0.5]))
+    await store.add_episodes([aligned, orthogonal, disjoint, opposed])
+    hits = await store.vector_search_episodes(query, tenant, agent, min_score=0.0)
+    assert [(e.id, score) for e, score in hits] == [
+        (aligned.id, 1.0),
+        *sorted([(orthogonal.id, 0.0), (disjoint.id, 0.0)], key=lambda pair: pair[0]),
+    ]
+    assert [e.id for e, _ in await store.vector_search_episodes(query, tenant, agent, min_score=1e-12)] == [
+        aligned.id
+    ]
 
 
 async def test_vector_search_filters_tenant_agent_customer_and_model(store: MemoryStore) -> None:
@@ -284,8 +409,20 @@ async def test_vector_search_respects_validity_windows(store: MemoryStore) -> No
         ([1.0] * DIMS, {"min_score": 1.5}),
         ([1.0] * DIMS, {"min_score": -1.5}),
         ([1.0] * DIMS, {"as_of": datetime(2026, 1, 1)}),
+        *((vector, {}) for vector in DEGENERATE_VECTORS.values()),
     ],
-    ids=["short", "long", "zero", "limit-0", "limit-1001", "limit-negative", "min-high", "min-low", "naive"],
+    ids=[
+        "short",
+        "long",
+        "zero",
+        "limit-0",
+        "limit-1001",
+        "limit-negative",
+        "min-high",
+        "min-low",
+        "naive",
+        *DEGENERATE_VECTORS,
+    ],
 )
 async def test_vector_search_rejects_bad_arguments(
     store: MemoryStore, query: list[float], kwargs: dict[str, Any]

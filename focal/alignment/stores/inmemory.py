@@ -37,7 +37,7 @@ from focal.alignment.stores.inmemory_plans import InMemoryPlansAndActivations, a
 from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.errors import ConflictError, NotFoundError
 from focal.models import utc_now
-from focal.validation import check_limit, check_no_nul, cosine_similarity
+from focal.validation import CosineScorer, check_limit, check_no_nul
 
 __all__ = ["InMemoryConfigStore"]
 
@@ -208,6 +208,7 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
             min_score=min_score,
             embedding_model=embedding_model,
         )
+        score_of = CosineScorer(query)
         scored: list[tuple[float, Rule]] = []
         for row in self._children(self._rules, tenant_id, agent_id):
             if not row.enabled or row.embedding is None:
@@ -219,7 +220,7 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
                 for scope, scope_id in selector
             ):
                 continue
-            score = cosine_similarity(row.embedding, query)
+            score = score_of(row.embedding)
             if score >= min_score:
                 scored.append((score, row))
         scored.sort(key=lambda pair: (-pair[0], pair[1].id))

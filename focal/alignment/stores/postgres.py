@@ -70,9 +70,17 @@ _GET_SCENARIOS = {
 class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
     """ConfigStore on PostgreSQL. The pool belongs to the caller, who closes it."""
 
-    def __init__(self, pool: asyncpg.Pool, *, embedding_dimensions: int = 1536) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        embedding_dimensions: int = 1536,
+        exact_scan_max_rows: int = search.DEFAULT_EXACT_SCAN_MAX_ROWS,
+    ) -> None:
+        """``exact_scan_max_rows``: rule searches whose scope holds at most this many rules score
+        every one of them; larger ones use the HNSW index (see ``postgres_search``)."""
         super().__init__(pool, embedding_dimensions=embedding_dimensions)
-        self._search_sql = search.search_sql(embedding_dimensions)
+        self._rule_search = search.RuleSearch(embedding_dimensions, exact_scan_max_rows=exact_scan_max_rows)
 
     # --- agents -------------------------------------------------------------------------------
 
@@ -191,26 +199,19 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
             min_score=min_score,
             embedding_model=embedding_model,
         )
-        whole_scopes = [scope.value for scope, scope_id in selector or () if scope_id is None]
-        pairs = [(scope.value, scope_id) for scope, scope_id in selector or () if scope_id is not None]
-        args = (
-            query,
-            tenant_id,
-            agent_id,
-            embedding_model,
-            selector is None,
-            whole_scopes,
-            [scope for scope, _ in pairs],
-            [scope_id for _, scope_id in pairs],
-            search.candidate_limit(limit),
-            min_score,
-            limit,
-        )
         with translate_pg_errors("vector_search_rules", tenant_id=tenant_id):
-            async with self._pool.acquire() as connection, connection.transaction(readonly=True):
-                await connection.execute(search.SETTINGS_SQL, str(search.ef_search(limit)))
-                records = await connection.fetch(self._search_sql, *args)
-        return [(RULES.from_record(record), float(record["score"])) for record in records]
+            async with self._pool.acquire() as connection:
+                hits = await self._rule_search.run(
+                    connection,
+                    query,
+                    tenant_id,
+                    agent_id,
+                    selector=selector,
+                    embedding_model=embedding_model,
+                    limit=limit,
+                    min_score=min_score,
+                )
+        return [(RULES.from_record(record), score) for record, score in hits]
 
     # --- scenarios ----------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from focal.validation import (
     check_storable,
     check_text,
     check_vector,
+    checked_vector,
     float32,
     json_text,
 )
@@ -72,13 +73,15 @@ def check_vector_search(
     as_of: datetime | None,
     *,
     embedding_model: str | None = None,
-) -> None:
-    """The arguments of ``vector_search_episodes`` that every backend refuses alike."""
-    check_vector(query_embedding, dimensions, what="query embedding")
+) -> list[float]:
+    """The arguments of ``vector_search_episodes`` that every backend refuses alike; returns the
+    query rounded to float32, as the stored embeddings are (every backend scores that)."""
+    query = checked_vector(query_embedding, dimensions, what="query embedding")
     check_text(embedding_model, "embedding_model")
     check_limit(limit)
     check_min_score(min_score)
     check_aware(as_of, "as_of")
+    return query
 
 
 def check_max_depth(max_depth: int) -> None:

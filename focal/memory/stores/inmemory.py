@@ -5,8 +5,9 @@ It defines the semantics every backend must match (``tests/contract/test_memory_
 - ids are unique across tenants: adding an existing id (of any tenant) is a ``ConflictError``;
 - input is refused with ``InvalidDataError`` before anything is stored: embeddings of the wrong
   length, zero or non-finite; naive datetimes; ``valid_to <= valid_from``; dicts JSON cannot hold;
-- vector search is an exact cosine scan of the tenant's and agent's rows (optionally one
-  customer's, one embedding model's), keeping rows valid at ``as_of`` (default: now), scores
+- vector search is an exact scan of the tenant's and agent's rows (optionally one customer's,
+  one embedding model's), keeping rows valid at ``as_of`` (default: now), scored by
+  ``CosineScorer`` (the query and the stored embeddings at float32, as pgvector has them), scores
   ``>= min_score``, sorted by score desc then id;
 - text search splits text into lower-cased word terms (``\\w+``); an episode matches when it
   contains any query term. Currently valid matches rank by how many distinct query terms they
@@ -46,7 +47,7 @@ from focal.memory.stores.checks import (
 )
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
-from focal.validation import check_aware, check_limit, check_text, cosine_similarity, float32
+from focal.validation import CosineScorer, check_aware, check_limit, check_text, float32
 
 __all__ = ["InMemoryMemoryStore"]
 
@@ -114,13 +115,15 @@ class InMemoryMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector_search(
-            query_embedding,
-            self.embedding_dimensions,
-            limit,
-            min_score,
-            as_of,
-            embedding_model=embedding_model,
+        score_of = CosineScorer(
+            check_vector_search(
+                query_embedding,
+                self.embedding_dimensions,
+                limit,
+                min_score,
+                as_of,
+                embedding_model=embedding_model,
+            )
         )
         scored: list[tuple[Episode, float]] = []
         for episode in self._visible_episodes(tenant_id, agent_id, customer_profile_id, as_of):
@@ -128,7 +131,7 @@ class InMemoryMemoryStore(MemoryStore):
                 continue
             if embedding_model is not None and episode.embedding_model != embedding_model:
                 continue
-            score = cosine_similarity(query_embedding, episode.embedding)
+            score = score_of(episode.embedding)
             if score >= min_score:
                 scored.append((episode, score))
         scored.sort(key=lambda pair: (-pair[1], pair[0].id))

@@ -5,23 +5,31 @@ search reads one partition: its HNSW graph holds that tenant's rows and those of
 hashed alongside, not the whole table's. Their ids are registered in ``episode_ids`` (primary key
 ``id``) in the same statement or transaction, so an id used by any tenant is a ``ConflictError``.
 
-Vector search chooses its plan deliberately instead of leaving it to the planner's estimates:
+Vector search ranks like every backend: by ``CosineScorer`` (the exact cosine of the float32
+vectors, rounded to 12 decimals), descending, ties by id. pgvector's ``<=>`` only chooses
+candidates, and the few rows whose rank it cannot decide are scored in Python
+(``focal.db.vector_ranking``), so this store returns the same rows in the same order, with the
+same scores, as the in-memory one. It chooses its plan deliberately instead of leaving it to the
+planner's estimates:
 
 - it first counts the rows in the search scope (tenant, agent, optional customer and embedding
   model, validity), stopping at ``exact_scan_max_rows + 1`` so the probe costs at most that many
   index entries (an index-only scan of ``episodes_scope_idx``); the answer is remembered for
   ``plan_cache_seconds`` per scope;
-- a scope of up to ``exact_scan_max_rows`` rows is scanned exactly: every row is scored, so
-  recall is 1, and for small scopes this is also as fast as walking an HNSW graph filled with
-  other tenants' rows (benchmarks/vector_search.py measures both plans);
+- a scope of up to ``exact_scan_max_rows`` rows is scanned exactly: every row gets its pg score
+  and the best ``limit + EXACT_PLAN_SLACK`` come back, so recall is 1; for small scopes this is
+  also as fast as walking an HNSW graph filled with other tenants' rows
+  (benchmarks/vector_search.py measures both plans). When rows tie (or nearly tie) across that
+  cut, a second query fetches every row of the band, at most ``limit`` per identical embedding;
 - a larger scope uses the partition's HNSW index with ``hnsw.iterative_scan = relaxed_order``
   (pgvector >= 0.8: the scan continues until enough rows pass the tenant filter, instead of
   returning the few among the first ``ef_search`` candidates: without it a 10%-selective filter
   returned about 4 of 10 rows), a raised ``hnsw.ef_search``, and ``enable_sort = off`` so the
-  planner cannot swap the index scan for "filter, then sort everything". It fetches
-  ``max(limit, candidate_pool)`` candidates, scores them exactly and re-sorts them, so scores
-  are always the exact ``1 - (embedding <=> query)`` and small ordering slips of the relaxed
-  scan are repaired.
+  planner cannot swap the index scan for "filter, then sort everything". It asks for
+  ``max(limit, candidate_pool)`` candidates. The exact plan answers instead when the scan comes
+  back with fewer (it stops after ``hnsw.max_scan_tuples`` index tuples, 20,000 by default: a
+  customer's 1,001 rows behind 22,000 closer rows of other customers gave 1 row of 5), or when
+  rows beyond the candidates may tie into the result (``plans_run`` counts how often).
 
 The settings are ``SET LOCAL`` in the search's own read-only transaction, so they never leak to
 other users of a pooled connection. Text search, traversal and erasure are single statements (see
@@ -32,14 +40,16 @@ other users of a pooled connection. Text search, traversal and erasure are singl
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from focal.db.translate import translate_pg_errors
+from focal.db.vector_ranking import Candidate, Ranking, rank_candidates, score_margin
 from focal.errors import ConflictError
 from focal.memory.models import Entity, Episode, Relationship
 from focal.memory.stores import postgres_sql as sql
@@ -53,7 +63,7 @@ from focal.memory.stores.checks import (
     query_terms,
 )
 from focal.memory.stores.store import MemoryStore
-from focal.validation import check_aware, check_limit, check_text
+from focal.validation import CosineScorer, check_aware, check_limit, check_text
 
 __all__ = ["PostgresMemoryStore"]
 
@@ -68,6 +78,10 @@ DEFAULT_CANDIDATE_POOL = 20
 # pgvector's maximum for hnsw.ef_search
 MAX_EF_SEARCH = 1000
 DEFAULT_PLAN_CACHE_SECONDS = 10.0
+# Rows the exact plan fetches beyond ``limit``, so that the band (rows whose real score may tie
+# with the last one returned) usually ends inside what was fetched; when it does not, one more
+# query fetches the band.
+EXACT_PLAN_SLACK = 8
 PLAN_CACHE_MAX_ENTRIES = 10_000
 
 
@@ -100,6 +114,45 @@ class _PlanCache:
             self._entries.popitem(last=False)
 
 
+class _Search:
+    """One ``vector_search_episodes`` call: its checked arguments and how its rows are ranked."""
+
+    __slots__ = ("limit", "margin", "min_score", "query", "scope", "score_of")
+
+    def __init__(
+        self, query: list[float], scope: tuple[object, ...], limit: int, min_score: float, margin: float
+    ) -> None:
+        self.query = query
+        self.scope = scope
+        self.limit = limit
+        self.min_score = min_score
+        self.margin = margin
+        self.score_of = CosineScorer(query)
+
+    @property
+    def pg_floor(self) -> float:
+        """The lowest pg score a row can have and still reach ``min_score`` for real."""
+        return self.min_score - self.margin
+
+    def band_arguments(self, candidates: int) -> tuple[object, ...]:
+        """$6.. of the exact and index queries: query, floor, candidates, limit, 2 * margin."""
+        return (self.query, self.pg_floor, candidates, self.limit, 2.0 * self.margin)
+
+    def rank(self, records: Sequence[asyncpg.Record], *, unseen_max: float | None) -> Ranking[asyncpg.Record]:
+        """Rank the rows of ``records`` (a row of NULLs, carrying only stats, is skipped)."""
+        candidates = [
+            Candidate(r["id"], r["score"], r["embedding"], r) for r in records if r["id"] is not None
+        ]
+        return rank_candidates(
+            self.score_of,
+            candidates,
+            limit=self.limit,
+            min_score=self.min_score,
+            margin=self.margin,
+            unseen_max=unseen_max,
+        )
+
+
 class PostgresMemoryStore(MemoryStore):
     """MemoryStore on PostgreSQL with pgvector. The caller owns (and closes) ``pool``."""
 
@@ -119,6 +172,10 @@ class PostgresMemoryStore(MemoryStore):
         self.ef_search = ef_search
         self.candidate_pool = candidate_pool
         self._hnsw_search_sql = sql.vector_search_hnsw_sql(embedding_dimensions)
+        self._margin = score_margin(embedding_dimensions)
+        # How often each plan ran ("exact", "index", "index_fallback": the index plan could not
+        # vouch for its answer, "band": the exact plan fetched its band): for benchmarks and ops.
+        self.plans_run: Counter[str] = Counter()
         self._plans = _PlanCache(plan_cache_seconds)
 
     # --- episodes ---------------------------------------------------------------------------
@@ -172,7 +229,7 @@ class PostgresMemoryStore(MemoryStore):
         embedding_model: str | None = None,
         as_of: datetime | None = None,
     ) -> list[tuple[Episode, float]]:
-        check_vector_search(
+        query = check_vector_search(
             query_embedding,
             self.embedding_dimensions,
             limit,
@@ -180,34 +237,76 @@ class PostgresMemoryStore(MemoryStore):
             as_of,
             embedding_model=embedding_model,
         )
-        scope = (tenant_id, agent_id, customer_profile_id, embedding_model, as_of)
-        candidates = max(limit, self.candidate_pool)
-        ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)
+        search = _Search(
+            query,
+            (tenant_id, agent_id, customer_profile_id, embedding_model, as_of),
+            limit,
+            min_score,
+            self._margin,
+        )
         async with (
             translate_pg_errors("vector_search_episodes", tenant_id=tenant_id),
             self._pool.acquire() as connection,
         ):
             # Round trips are the main cost of a small search on a busy server: with the plan
             # cached, the exact plan takes one, the index plan three (begin + knobs, search, end).
-            use_index = self._plans.get(scope)
+            use_index = self._plans.get(search.scope)
             if use_index is None:
-                scope_rows = await connection.fetchval(sql.PROBE_SCOPE, *scope, self.exact_scan_max_rows + 1)
-                use_index = scope_rows > self.exact_scan_max_rows
-                self._plans.put(scope, use_index)
-            if not use_index:
-                rows = await connection.fetch(
-                    sql.VECTOR_SEARCH_EXACT, *scope, query_embedding, min_score, limit
+                scope_rows = await connection.fetchval(
+                    sql.PROBE_SCOPE, *search.scope, self.exact_scan_max_rows + 1
                 )
+                use_index = scope_rows > self.exact_scan_max_rows
+                self._plans.put(search.scope, use_index)
+            hits = await self._index_plan(connection, search) if use_index else None
+            if hits is None:  # the exact plan, or the index plan could not vouch for its answer
+                self.plans_run["index_fallback" if use_index else "exact"] += 1
+                hits = await self._exact_plan(connection, search)
             else:
-                await connection.execute(sql.begin_hnsw_search_sql(ef_search))
-                try:
-                    rows = await connection.fetch(
-                        self._hnsw_search_sql, *scope, query_embedding, min_score, limit, candidates
-                    )
-                finally:
-                    # read-only: ending it either way only drops the transaction-local settings
-                    await connection.execute("ROLLBACK")
-        return [(sql.episode_from_row(row), float(row["score"])) for row in rows]
+                self.plans_run["index"] += 1
+        return [(sql.episode_from_row(record), score) for record, score in hits]
+
+    async def _index_plan(
+        self, connection: PoolConnectionProxy, search: _Search
+    ) -> list[tuple[asyncpg.Record, float]] | None:
+        """The nearest ``max(limit, candidate_pool)`` rows by the partition's HNSW index, ranked.
+        ``None`` when the scan came back short (``hnsw.max_scan_tuples`` reached before enough
+        rows passed the filter: a customer's 1,001 rows behind 22,000 closer ones of others gave
+        1 row of 5) or when rows beyond the candidates may tie into the result: the exact plan
+        then answers."""
+        candidates = max(search.limit, self.candidate_pool)
+        ef_search = min(max(self.ef_search, 2 * candidates), MAX_EF_SEARCH)
+        await connection.execute(sql.begin_hnsw_search_sql(ef_search))
+        try:
+            records = await connection.fetch(
+                self._hnsw_search_sql, *search.scope, *search.band_arguments(candidates)
+            )
+        finally:
+            # read-only: ending it either way only drops the transaction-local settings
+            await connection.execute("ROLLBACK")
+        if records[0]["found"] < candidates:
+            return None
+        return search.rank(records, unseen_max=records[0]["lowest"]).hits
+
+    async def _exact_plan(
+        self, connection: PoolConnectionProxy, search: _Search
+    ) -> list[tuple[asyncpg.Record, float]]:
+        """Every row of the scope by pg score, the best ``limit + EXACT_PLAN_SLACK``; if the band
+        reaches past them (ties at the cut), the whole band (see ``focal.db.vector_ranking``)."""
+        wanted = search.limit + EXACT_PLAN_SLACK
+        records = await connection.fetch(
+            sql.VECTOR_SEARCH_EXACT, *search.scope, *search.band_arguments(wanted)
+        )
+        ranking = search.rank(
+            records, unseen_max=records[0]["lowest"] if records[0]["found"] == wanted else None
+        )
+        if ranking.hits is None:
+            self.plans_run["band"] += 1
+            records = await connection.fetch(
+                sql.VECTOR_SEARCH_BAND, *search.scope, search.query, ranking.floor, search.limit
+            )
+            ranking = search.rank(records, unseen_max=None)
+        assert ranking.hits is not None  # nothing unseen: the band is complete
+        return ranking.hits
 
     async def text_search_episodes(
         self,

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from focal.db.migrations_support import HNSW_MAX_VECTOR_DIMENSIONS
+from focal.db.vector_ranking import band_sql
 from focal.memory.models import Entity, Episode, Relationship
 from focal.validation import json_text
 
@@ -104,43 +105,52 @@ def begin_hnsw_search_sql(ef_search: int) -> str:
     )
 
 
-# Exact scan: every row of the scope is scored; no vector index. $6 query, $7 min_score, $8 limit.
-# OFFSET 0 keeps the subquery from being flattened: flattened, the score expression would be
-# computed twice per row (once for the min_score filter, once for the output).
-VECTOR_SEARCH_EXACT = f"""
+# The "pg score" below is pgvector's 1 - (embedding <=> query): it only chooses candidates, whose
+# real score the store computes (focal.db.vector_ranking), hence a floor slightly below min_score.
+_SCORED_SCOPE = f"""
+    SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
+    FROM episodes e
+    WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
+"""
+
+# Exact scan: every row of the scope gets its pg score; no vector index. The best $8 rows with
+# pg score >= $7 (floor) are the candidates, of which only the band comes back ($9 limit, $10
+# twice the score margin; see band_sql). OFFSET 0 keeps the subquery from being flattened:
+# flattened, the score expression would be computed twice per row.
+VECTOR_SEARCH_EXACT = band_sql(
+    f"SELECT * FROM ({_SCORED_SCOPE} OFFSET 0) AS scored WHERE score >= $7 ORDER BY score DESC, id LIMIT $8",
+    floor="$7",
+    limit="$9",
+    double_margin="$10",
+)
+
+# The band of an exact search when it reaches past the candidates (ties at the cut): every row
+# with pg score >= $7, but at most $8 (the search's limit) per identical embedding, the ones with
+# the smallest ids: the others can never make the result, and a thousand copies of one vector
+# must not cost a thousand rows.
+VECTOR_SEARCH_BAND = f"""
     SELECT * FROM (
-        SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
-        FROM episodes e
-        WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
-        OFFSET 0
-    ) AS scored
-    WHERE score >= $7
+        SELECT scored.*, row_number() OVER (PARTITION BY scored.embedding ORDER BY scored.id) AS twin
+        FROM ({_SCORED_SCOPE} OFFSET 0) AS scored
+        WHERE scored.score >= $7
+    ) AS band
+    WHERE twin <= $8
     ORDER BY score DESC, id
-    LIMIT $8
 """
 
 
 def vector_search_hnsw_sql(dimensions: int) -> str:
-    """Index scan: the HNSW index yields the nearest $9 rows of the scope (iterative scan keeps
-    going until enough rows pass the filter), which are then scored exactly and re-sorted. The
-    ORDER BY repeats the indexed expression: ``embedding``, or ``embedding::halfvec(D)`` above
-    2000 dimensions (see migration 0005)."""
+    """Index scan: the HNSW index yields the nearest $8 rows of the scope (iterative scan keeps
+    going until enough rows pass the filter, or until ``hnsw.max_scan_tuples``); of those, the
+    band comes back ($7 floor, $9 limit, $10 twice the score margin; see ``band_sql``), with
+    ``found`` (how many the scan yielded) and ``lowest`` (their lowest pg score). The ORDER BY
+    repeats the indexed expression: ``embedding``, or ``embedding::halfvec(D)`` above 2000
+    dimensions (see migration 0005)."""
     if dimensions <= HNSW_MAX_VECTOR_DIMENSIONS:
         order = "e.embedding <=> $6::vector"
     else:
         order = f"(e.embedding::halfvec({dimensions})) <=> ($6::vector::halfvec({dimensions}))"
-    return f"""
-        SELECT * FROM (
-            SELECT {_EPISODE_SELECT}, 1 - (e.embedding <=> $6::vector) AS score
-            FROM episodes e
-            WHERE {_EPISODE_SCOPE} AND e.embedding IS NOT NULL
-            ORDER BY {order}
-            LIMIT $9
-        ) AS nearest
-        WHERE score >= $7
-        ORDER BY score DESC, id
-        LIMIT $8
-    """
+    return band_sql(f"{_SCORED_SCOPE} ORDER BY {order} LIMIT $8", floor="$7", limit="$9", double_margin="$10")
 
 
 # $1 OR-query text (websearch syntax), $2 query text, $3 tenant, $4 agent, $5 customer, $6 limit.

@@ -3,9 +3,14 @@
 Rules every backend follows (proven by ``tests/contract/test_memory_store.py``):
 
 - every call filters on ``tenant_id``; returned objects are copies;
-- embeddings must have ``embedding_dimensions`` floats (``InvalidDataError``); scores are cosine
-  similarity in [-1, 1], sorted descending (ties on id), filtered by ``min_score``; a given
-  ``embedding_model`` restricts the search to rows embedded by that model;
+- embeddings (stored and queries) must have ``embedding_dimensions`` finite floats that fit a
+  float32, with a length between 1e-15 and 1e15 (``focal.validation.checked_vector``; else
+  ``InvalidDataError``);
+- scores are the cosine similarity of the float32 vectors, rounded to 12 decimals
+  (``focal.validation.CosineScorer``: the same value on every backend, exactly 1.0 for the same
+  direction and 0.0 for orthogonal vectors), sorted descending with ties on id (however many tie),
+  filtered by ``score >= min_score``; a given ``embedding_model`` restricts the search to rows
+  embedded by that model;
 - validity: without ``as_of`` only rows valid now are returned; with ``as_of`` only rows with
   ``valid_from <= as_of < valid_to`` (an open ``valid_to`` is still valid);
 - ``add_*`` with an id that already exists is a ``ConflictError`` (memory is appended, not

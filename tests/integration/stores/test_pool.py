@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
 
 from focal.db.embedded import EmbeddedPostgres, free_port
+from focal.db.migrate import downgrade, upgrade
 from focal.db.pool import check_pool, create_pool, create_pool_from_settings
 from focal.db.translate import translate_pg_errors
 from focal.errors import (
@@ -20,6 +22,8 @@ from focal.errors import (
     StoreConnectionError,
     StoreError,
 )
+from focal.memory.models import Episode
+from focal.memory.stores.postgres import PostgresMemoryStore
 from focal.settings import DatabaseSettings
 from tests.support import TEST_EMBEDDING_DIMENSIONS, DatabaseFactory, new_tenant, unit_vector
 
@@ -165,3 +169,92 @@ async def test_translate_maps_refused_connections_and_passes_focal_errors_throug
 
     with pytest.raises(KeyError), translate_pg_errors("lookup"):  # not a driver error: left alone
         raise KeyError("x")
+
+
+async def _warm_every_connection(pool: asyncpg.Pool, store: PostgresMemoryStore, episode: Episode) -> None:
+    """Use the vector statements on every connection of the pool, so each caches them."""
+    async with pool.acquire() as first, pool.acquire() as second:
+        for connection in (first, second):
+            assert await connection.fetchval("SELECT $1::vector", unit_vector(0)) == unit_vector(0)
+    for _ in range(2):
+        assert [
+            e.id
+            for e, _ in await store.vector_search_episodes(
+                unit_vector(0), episode.tenant_id, episode.agent_id
+            )
+        ]
+
+
+async def _recreate_the_vector_type(dsn: str) -> None:
+    """What ``focal db downgrade base && focal db upgrade`` does while the application runs."""
+    await downgrade(dsn, "base")
+    await upgrade(dsn, "head", embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+
+
+def _episode(tenant_id: UUID, agent_id: UUID, index: int) -> Episode:
+    return Episode(
+        tenant_id=tenant_id, agent_id=agent_id, content="x", embedding=unit_vector(index), embedding_model="m"
+    )
+
+
+async def test_pool_registers_the_vector_codec_again_when_the_type_is_recreated(
+    database_factory: DatabaseFactory,
+) -> None:
+    """Before, every vector write failed with "cache lookup failed for type N" (cached
+    statements) or as invalid input (no codec for the new OID), and reads returned text."""
+    dsn = await database_factory()
+    pool = await create_pool(dsn, min_size=2, max_size=2, vector_type_check_seconds=0)
+    try:
+        store = PostgresMemoryStore(pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+        tenant, agent = new_tenant(), uuid4()
+        before = _episode(tenant, agent, 0)
+        await store.add_episode(before)
+        await _warm_every_connection(pool, store, before)
+        await _recreate_the_vector_type(dsn)
+
+        after = _episode(tenant, agent, 1)
+        await store.add_episode(after)
+        assert await store.get_episode(tenant, after.id) == after
+        hits = await store.vector_search_episodes(unit_vector(1), tenant, agent)
+        assert [(e.id, score) for e, score in hits] == [(after.id, 1.0)]
+        async with pool.acquire() as first, pool.acquire() as second:
+            for connection in (first, second):
+                assert await connection.fetchval("SELECT $1::vector", unit_vector(2)) == unit_vector(2)
+    finally:
+        await pool.close()
+
+
+async def test_pool_recovers_from_a_recreated_vector_type_within_its_check_interval(
+    database_factory: DatabaseFactory,
+) -> None:
+    """The default checks the type at most once a second: writes work again within a bounded
+    time (polled), never "on every vector write" forever."""
+    dsn = await database_factory()
+    pool = await create_pool(dsn, min_size=2, max_size=2)
+    try:
+        store = PostgresMemoryStore(pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+        tenant, agent = new_tenant(), uuid4()
+        first = _episode(tenant, agent, 0)
+        await store.add_episode(first)
+        await _warm_every_connection(pool, store, first)
+        await _recreate_the_vector_type(dsn)
+
+        deadline = time.monotonic() + 15
+        written = []
+        while not written:
+            episode = _episode(tenant, agent, 1 + len(written))
+            try:
+                await store.add_episode(episode)
+                written.append(episode)
+            except StoreError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+        for _ in range(4):  # every connection of the pool, not just the one that wrote
+            assert await store.get_episode(tenant, written[0].id) == written[0]
+            async with pool.acquire() as a, pool.acquire() as b:
+                assert [await c.fetchval("SELECT $1::vector", unit_vector(3)) for c in (a, b)] == [
+                    unit_vector(3)
+                ] * 2
+    finally:
+        await pool.close()

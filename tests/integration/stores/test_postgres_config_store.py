@@ -11,22 +11,26 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from focal.alignment.models import Agent, Rule
 from focal.alignment.stores.postgres import PostgresConfigStore
-from focal.alignment.stores.postgres_search import SETTINGS_SQL, candidate_limit, ef_search, search_sql
+from focal.alignment.stores.postgres_search import (
+    SETTINGS_SQL,
+    SIZED_EXACT_SQL,
+    candidate_limit,
+    ef_search,
+    index_sql,
+)
 from focal.db.migrate import downgrade, upgrade
 from focal.db.pool import create_pool, register_vector_codecs
 from focal.errors import ConflictError
 from tests.conftest import DatabaseFactory
-from tests.support import TEST_EMBEDDING_DIMENSIONS, cosine, new_tenant, normalized, unit_vector
+from tests.support import TEST_EMBEDDING_DIMENSIONS, cosine, exact_score, new_tenant, normalized, unit_vector
 
 pytestmark = pytest.mark.postgres
 
@@ -255,26 +259,7 @@ def _unit(values: list[float]) -> list[float]:
     return [v / norm for v in values]
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def index_only_pool(pg_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    """A pool whose planner avoids sequential scans and sorts: the inner search then has to use
-    the HNSW index (the only path that yields rows in distance order without a sort)."""
-    pool = await asyncpg.create_pool(
-        pg_dsn,
-        min_size=1,
-        max_size=2,
-        init=register_vector_codecs,
-        server_settings={"enable_seqscan": "off", "enable_sort": "off", "enable_bitmapscan": "off"},
-    )
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-async def test_filtered_search_through_the_index_matches_an_exact_computation(
-    pg_pool: asyncpg.Pool, index_only_pool: asyncpg.Pool
-) -> None:
+async def test_filtered_search_through_the_index_matches_an_exact_computation(pg_pool: asyncpg.Pool) -> None:
     """400 rules of other tenants sit right next to the query; the 60 rules searched for are
     farther away. An index scan that filters afterwards finds none of them among its first
     candidates; iterative scan keeps going and must return the exact top 10."""
@@ -303,26 +288,153 @@ async def test_filtered_search_through_the_index_matches_an_exact_computation(
         )
         await writer.save_rule(rule)
         if mine:
-            expected.append((rule.id, cosine(vector, query)))
+            expected.append((rule.id, exact_score(query, vector)))
     expected.sort(key=lambda pair: (-pair[1], pair[0]))
 
-    reader = PostgresConfigStore(index_only_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
-    hits = await reader.vector_search_rules(query, target.tenant_id, target.id, min_score=-1.0)
-    assert [rule.id for rule, _ in hits] == [rule_id for rule_id, _ in expected[:10]]
-    for (_, score), (_, exact) in zip(hits, expected, strict=False):
-        assert score == pytest.approx(exact, abs=1e-5)
+    # the store on its index plan (every scope "too large" for the exact one) and on its exact plan
+    indexed = PostgresConfigStore(
+        pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=0
+    )
+    for store in (indexed, writer):
+        hits = await store.vector_search_rules(query, target.tenant_id, target.id, min_score=-1.0)
+        assert [(rule.id, score) for rule, score in hits] == expected[:10]
 
-    arguments = (query, target.tenant_id, target.id, None, True, [], [], [], candidate_limit(10), -1.0, 10)
-    async with index_only_pool.acquire() as connection, connection.transaction():
+    # The index query alone yields every candidate it asks for (so the store did not need its
+    # exact fallback), through the HNSW index; without iterative scan it loses them.
+    arguments = (
+        query,
+        target.tenant_id,
+        target.id,
+        None,
+        True,
+        [],
+        [],
+        [],
+        -2.0,
+        candidate_limit(10),
+        10,
+        0.0,
+    )
+    async with pg_pool.acquire() as connection, connection.transaction():
         await connection.execute(SETTINGS_SQL, str(ef_search(10)))
         plan = await connection.fetchval(
-            f"EXPLAIN (FORMAT JSON) {search_sql(TEST_EMBEDDING_DIMENSIONS)}", *arguments
+            f"EXPLAIN (FORMAT JSON) {index_sql(TEST_EMBEDDING_DIMENSIONS)}", *arguments
         )
         assert "rules_embedding_hnsw_idx" in json.dumps(plan)
-        # The same query without iterative scan loses the rows: the test would catch a regression.
+        found = await connection.fetch(index_sql(TEST_EMBEDDING_DIMENSIONS), *arguments)
+        assert found[0]["found"] == candidate_limit(10)
         await connection.execute("SET LOCAL hnsw.iterative_scan = off")
-        without = await connection.fetch(search_sql(TEST_EMBEDDING_DIMENSIONS), *arguments)
-    assert len(without) < 10
+        without = await connection.fetch(index_sql(TEST_EMBEDDING_DIMENSIONS), *arguments)
+    assert without[0]["found"] < 10
+
+
+async def test_rule_search_that_comes_back_short_is_answered_exactly(pg_dsn: str) -> None:
+    """A small agent behind many closer rules of other tenants: the HNSW scan stops after
+    ``hnsw.max_scan_tuples`` (20,000 by default, 300 here) before it reaches the agent's rules,
+    and the store answers with its exact plan instead of the few rows found."""
+    pool = await asyncpg.create_pool(
+        pg_dsn,
+        min_size=1,
+        max_size=1,
+        init=register_vector_codecs,
+        server_settings={"hnsw.max_scan_tuples": "300"},
+    )
+    try:
+        store = PostgresConfigStore(pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+        rng = random.Random(19)
+        query = unit_vector(0)
+        others = [Agent(tenant_id=new_tenant(), name="other") for _ in range(4)]
+        target = Agent(tenant_id=new_tenant(), name="target")
+        for agent in (*others, target):
+            await store.save_agent(agent)
+        for index in range(400):
+            owner = others[index % 4]
+            vector = _unit([8.0, *(rng.uniform(-1, 1) for _ in range(TEST_EMBEDDING_DIMENSIONS - 1))])
+            await store.save_rule(
+                Rule(
+                    tenant_id=owner.tenant_id,
+                    agent_id=owner.id,
+                    name=f"o{index}",
+                    condition_text="c",
+                    action_text="a",
+                    embedding=vector,
+                    embedding_model="m",
+                )
+            )
+        mine = []
+        for index in range(30):
+            vector = _unit(
+                [rng.uniform(0.1, 1.0), *(rng.uniform(-1, 1) for _ in range(TEST_EMBEDDING_DIMENSIONS - 1))]
+            )
+            rule = Rule(
+                tenant_id=target.tenant_id,
+                agent_id=target.id,
+                name=f"m{index}",
+                condition_text="c",
+                action_text="a",
+                embedding=vector,
+                embedding_model="m",
+            )
+            await store.save_rule(rule)
+            mine.append((exact_score(query, vector), rule.id))
+        mine.sort(key=lambda pair: (-pair[0], pair[1]))
+        indexed = PostgresConfigStore(
+            pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=0
+        )
+        arguments = (
+            query,
+            target.tenant_id,
+            target.id,
+            None,
+            True,
+            [],
+            [],
+            [],
+            -2.0,
+            candidate_limit(5),
+            5,
+            0.0,
+        )
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(SETTINGS_SQL, str(ef_search(5)))
+            found = await connection.fetch(index_sql(TEST_EMBEDDING_DIMENSIONS), *arguments)
+        assert found[0]["found"] < 5  # the defect: the index scan alone came back short
+        hits = await indexed.vector_search_rules(query, target.tenant_id, target.id, limit=5, min_score=-1.0)
+        assert [(rule.id, score) for rule, score in hits] == [(i, score) for score, i in mine[:5]]
+    finally:
+        await pool.close()
+
+
+async def test_rule_search_scores_a_large_scope_only_through_the_index(pg_pool: asyncpg.Pool) -> None:
+    """The exact plan's statement counts the scope first and does not scan a scope above
+    ``exact_scan_max_rows`` (the index plan takes it): its cost stays bounded."""
+    tenant = new_tenant()
+    store = PostgresConfigStore(
+        pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=3
+    )
+    agent = Agent(tenant_id=tenant, name="agent")
+    await store.save_agent(agent)
+    for index in range(5):
+        await store.save_rule(
+            Rule(
+                tenant_id=tenant,
+                agent_id=agent.id,
+                name=f"r{index}",
+                condition_text="c",
+                action_text="a",
+                embedding=normalized([1.0, index]),
+                embedding_model="m",
+            )
+        )
+    arguments = (unit_vector(0), tenant, agent.id, None, True, [], [], [], -2.0, 26, 10, 0.0)
+    for cap, scanned in ((4, False), (6, True)):
+        plan = await pg_pool.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {SIZED_EXACT_SQL}", *arguments, cap)
+        text = "\n".join(row[0] for row in plan)
+        assert ("One-Time Filter" in text) and (
+            ("never executed" not in text.split("One-Time Filter")[1]) is scanned
+        ), text
+    hits = await store.vector_search_rules(unit_vector(0), tenant, agent.id, min_score=-1.0)
+    assert [rule.name for rule, _ in hits] == [f"r{index}" for index in range(5)]
 
 
 # --- migrations -------------------------------------------------------------------------------

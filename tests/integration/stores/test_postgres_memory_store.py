@@ -5,6 +5,7 @@ The shared behaviour is in ``tests/contract/test_memory_store.py``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -17,19 +18,17 @@ import pytest
 import pytest_asyncio
 
 from focal.db.migrate import downgrade, upgrade
-from focal.db.pool import create_pool
+from focal.db.pool import create_pool, register_vector_codecs
 from focal.errors import InvalidDataError, NotFoundError, StoreConnectionError
 from focal.memory.models import Entity, Episode, Relationship
 from focal.memory.stores import postgres_sql as sql
 from focal.memory.stores.postgres import PostgresMemoryStore
 from focal.models import utc_now
-from tests.support import TEST_EMBEDDING_DIMENSIONS, new_tenant, normalized
+from tests.support import TEST_EMBEDDING_DIMENSIONS, new_tenant, normalized, unit_vector
 
 pytestmark = pytest.mark.postgres
 
 RECALL_DIMENSIONS = 32
-RECALL_TENANTS = 10
-RECALL_ROWS = 3000
 RECALL_QUERIES = 20
 
 
@@ -69,12 +68,35 @@ async def hnsw_plan(pool: asyncpg.Pool, dimensions: int, tenant_id: UUID, agent_
             None,
             None,
             query,
-            0.0,
-            10,
+            -2.0,
             40,
+            10,
+            0.0,
         )
         await connection.execute("ROLLBACK")
     return "\n".join(row[0] for row in rows)
+
+
+async def index_scan_found(
+    pool: asyncpg.Pool, store: PostgresMemoryStore, tenant_id: UUID, agent_id: UUID, query: Any
+) -> int:
+    """How many candidates the store's index query alone yields (with the store's knobs) for a
+    ``limit=10`` search: as many as it asks for, unless iterative scan stops short. The store
+    would then answer with its exact plan, correctly but slowly."""
+    candidates = max(10, store.candidate_pool)
+    async with pool.acquire() as connection:
+        await connection.execute(sql.begin_hnsw_search_sql(max(store.ef_search, 2 * candidates)))
+        records = await connection.fetch(
+            sql.vector_search_hnsw_sql(store.embedding_dimensions),
+            *(tenant_id, agent_id, None, None, None),
+            query,
+            -2.0,
+            candidates,
+            10,
+            0.0,
+        )
+        await connection.execute("ROLLBACK")
+    return int(records[0]["found"])
 
 
 def assert_one_partition_hnsw_scan(plan: str) -> None:
@@ -82,6 +104,33 @@ def assert_one_partition_hnsw_scan(plan: str) -> None:
     scans = re.findall(r"Index Scan using (episodes_p\d+_embedding_idx)", plan)
     assert len(scans) == 1, plan
     assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+
+
+async def tenants_sharing_a_partition(pool: asyncpg.Pool, count: int) -> list[UUID]:
+    """``count`` fresh tenant ids that PostgreSQL hashes into one partition of ``episodes``, so a
+    search of one of them filters its rows out of the others' in the same HNSW graph."""
+    candidates = [new_tenant() for _ in range(40 * count)]
+    rows = await pool.fetch(
+        "SELECT t FROM unnest($1::uuid[]) AS t "
+        "WHERE satisfies_hash_partition('episodes'::regclass, 16, 0, t)",
+        candidates,
+    )
+    assert len(rows) >= count
+    return [row["t"] for row in rows[:count]]
+
+
+def episodes_of(tenant_id: UUID, agent_id: UUID, vectors: np.ndarray, **fields: Any) -> list[Episode]:
+    return [
+        Episode(
+            tenant_id=tenant_id,
+            agent_id=agent_id,
+            content=f"e{i}",
+            embedding=vector.tolist(),
+            embedding_model="test-model",
+            **fields,
+        )
+        for i, vector in enumerate(vectors)
+    ]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -93,51 +142,158 @@ async def recall_pool(database_factory: Callable[..., Awaitable[str]]) -> AsyncI
         await pool.close()
 
 
-async def test_filtered_search_keeps_recall_with_ten_tenants_sharing_the_index(
+async def test_filtered_search_keeps_recall_when_closer_rows_of_other_tenants_share_the_partition(
     recall_pool: asyncpg.Pool,
 ) -> None:
+    """A selective filter: one tenant's 600 rows in a partition (one HNSW graph) with 2,400 rows
+    of four other tenants, clustered around the very points the queries come from. The index
+    scan meets mostly other tenants' rows and must keep going (iterative scan)."""
     rng = np.random.default_rng(7)
     centers = rng.standard_normal((40, RECALL_DIMENSIONS))
-    tenants = [new_tenant() for _ in range(RECALL_TENANTS)]
+    target, *others = await tenants_sharing_a_partition(recall_pool, 5)
     agent = uuid4()
-    vectors = clustered_vectors(rng, centers, RECALL_ROWS, spread=0.6)
-    episodes = [
-        Episode(
-            tenant_id=tenants[i % RECALL_TENANTS],
-            agent_id=agent,
-            content=f"e{i}",
-            embedding=v.tolist(),
-            embedding_model="test-model",
+    queries = clustered_vectors(rng, centers, RECALL_QUERIES, spread=0.6)
+    episodes = episodes_of(target, agent, clustered_vectors(rng, centers, 600, spread=1.5))
+    for tenant in others:  # 600 rows each, tight around the queries: closer than the target's rows
+        near = (
+            np.repeat(queries, 30, axis=0)
+            + rng.standard_normal((30 * RECALL_QUERIES, RECALL_DIMENSIONS)) * 0.05
         )
-        for i, v in enumerate(vectors)
-    ]
+        episodes += episodes_of(tenant, agent, near.astype(np.float32))
     # the index path is forced: every scope is "too large" for the exact plan
     store = PostgresMemoryStore(recall_pool, embedding_dimensions=RECALL_DIMENSIONS, exact_scan_max_rows=0)
     await store.add_episodes(episodes)
     await recall_pool.execute("ANALYZE episodes")
-    queries = clustered_vectors(rng, centers, RECALL_QUERIES, spread=0.6)
-
-    plan = await hnsw_plan(recall_pool, RECALL_DIMENSIONS, tenants[0], agent, queries[0].tolist())
+    plan = await hnsw_plan(recall_pool, RECALL_DIMENSIONS, target, agent, queries[0].tolist())
     assert_one_partition_hnsw_scan(plan)
 
+    exact_store = PostgresMemoryStore(recall_pool, embedding_dimensions=RECALL_DIMENSIONS)
     recalls = []
-    for number, query in enumerate(queries):
-        tenant = tenants[number % RECALL_TENANTS]
-        truth = await exact_top_ids(recall_pool, tenant, agent, query.tolist(), 10)
-        hits = await store.vector_search_episodes(query.tolist(), tenant, agent, min_score=-1.0)
+    for query in queries:
+        truth = await exact_top_ids(recall_pool, target, agent, query.tolist(), 10)
+        [(_, best_of_others)] = await exact_store.vector_search_episodes(
+            query.tolist(), others[0], agent, limit=1
+        )
+        [(_, best_of_target)] = await exact_store.vector_search_episodes(
+            query.tolist(), target, agent, limit=1
+        )
+        assert best_of_others > best_of_target  # the filter really is selective near the query
+        hits = await store.vector_search_episodes(query.tolist(), target, agent, min_score=-1.0)
         assert len(hits) == 10
-        assert all(episode.tenant_id == tenant for episode, _ in hits)
+        assert (
+            await index_scan_found(recall_pool, store, target, agent, query.tolist()) == store.candidate_pool
+        )
+        assert all(episode.tenant_id == target for episode, _ in hits)
         scores = [score for _, score in hits]
         assert scores == sorted(scores, reverse=True)
         recalls.append(len({e.id for e, _ in hits} & set(truth)) / 10)
     assert sum(recalls) / len(recalls) >= 0.95
 
-    # the default store takes the exact plan for 300-row scopes: recall is exactly 1
-    exact_store = PostgresMemoryStore(recall_pool, embedding_dimensions=RECALL_DIMENSIONS)
-    tenant = tenants[1]
-    truth = await exact_top_ids(recall_pool, tenant, agent, queries[1].tolist(), 10)
-    hits = await exact_store.vector_search_episodes(queries[1].tolist(), tenant, agent, min_score=-1.0)
+    # the default store takes the exact plan for 600-row scopes: recall is exactly 1
+    truth = await exact_top_ids(recall_pool, target, agent, queries[1].tolist(), 10)
+    hits = await exact_store.vector_search_episodes(queries[1].tolist(), target, agent, min_score=-1.0)
     assert [e.id for e, _ in hits] == truth
+
+
+async def test_index_plan_finds_the_exact_top_ten_behind_closer_rows_of_another_agent(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """Same tenant, hence same partition: 300 rows of another agent lie closer to the query than
+    any of the 200 rows searched for."""
+    rng = np.random.default_rng(12)
+    tenant, agent, other_agent = new_tenant(), uuid4(), uuid4()
+    query = normalized([1.0])
+    noise = rng.standard_normal((500, TEST_EMBEDDING_DIMENSIONS)).astype(np.float32)
+    mine = noise[:200] + np.array(normalized([0.5]), dtype=np.float32)
+    closer = noise[200:] * 0.05 + np.array(query, dtype=np.float32)
+    exact = PostgresMemoryStore(pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+    indexed = PostgresMemoryStore(
+        pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=0
+    )
+    await exact.add_episodes(episodes_of(tenant, agent, mine) + episodes_of(tenant, other_agent, closer))
+    best_other = await exact.vector_search_episodes(query, tenant, other_agent, limit=1)
+    expected = await exact.vector_search_episodes(query, tenant, agent)
+    assert best_other[0][1] > expected[0][1] and len(expected) == 10
+    got = await indexed.vector_search_episodes(query, tenant, agent)
+    assert [(e.id, s) for e, s in got] == [(e.id, s) for e, s in expected]
+    # and the index plan found them itself (iterative scan), without the exact plan's help
+    assert await index_scan_found(pg_pool, indexed, tenant, agent, query) == indexed.candidate_pool
+
+
+async def search_one_customer_behind_closer_rows(
+    dsn: str, *, closer_rows: int, customer_rows: int, max_scan_tuples: int | None
+) -> tuple[list[tuple[UUID, float]], list[tuple[UUID, float]]]:
+    """One customer's ``customer_rows`` episodes behind ``closer_rows`` closer episodes of 100
+    other customers of the same agent; returns the store's top 5 for that customer (the scope
+    is above ``exact_scan_max_rows``: the index plan) and the exact plan's."""
+    settings = {} if max_scan_tuples is None else {"hnsw.max_scan_tuples": str(max_scan_tuples)}
+    pool = await create_pool(dsn, min_size=1, max_size=2)
+    searcher = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=1, init=register_vector_codecs, server_settings=settings
+    )
+    try:
+        rng = np.random.default_rng(14)
+        tenant, agent, customer = new_tenant(), uuid4(), uuid4()
+        query = normalized([1.0])
+        noise = rng.standard_normal((closer_rows + customer_rows, TEST_EMBEDDING_DIMENSIONS)).astype(
+            np.float32
+        )
+        closer = noise[:closer_rows] * 0.1 + np.array(query, dtype=np.float32)
+        mine = noise[closer_rows:] + np.array(normalized([0.3]), dtype=np.float32)
+        others = [uuid4() for _ in range(100)]
+        episodes = episodes_of(tenant, agent, mine, customer_profile_id=customer)
+        for index, other in enumerate(others):
+            episodes += episodes_of(tenant, agent, closer[index::100], customer_profile_id=other)
+        # Bulk load, then build the index (the migration's own definition): far faster than
+        # one incremental HNSW insert per row, and the same kind of graph.
+        index_sql = await pool.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'episodes_embedding_hnsw_idx'"
+        )
+        await pool.execute("DROP INDEX episodes_embedding_hnsw_idx")
+        await PostgresMemoryStore(pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS).add_episodes(episodes)
+        await pool.execute(index_sql.replace(" ON ONLY ", " ON "))  # ONLY: not the partitions'
+
+        store = PostgresMemoryStore(searcher, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+        assert store.exact_scan_max_rows < customer_rows  # the customer's scope takes the index plan
+        exact = PostgresMemoryStore(
+            searcher, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=customer_rows
+        )
+        found = await store.vector_search_episodes(
+            query, tenant, agent, customer_profile_id=customer, limit=5
+        )
+        expected = await exact.vector_search_episodes(
+            query, tenant, agent, customer_profile_id=customer, limit=5
+        )
+        return [(e.id, score) for e, score in found], [(e.id, score) for e, score in expected]
+    finally:
+        await searcher.close()
+        await pool.close()
+
+
+async def test_index_plan_that_comes_back_short_is_answered_by_the_exact_plan(
+    database_factory: Callable[..., Awaitable[str]],
+) -> None:
+    """The distribution below at a tenth of its size, with ``hnsw.max_scan_tuples`` a tenth of
+    its default: the HNSW scan gives up before it reaches the customer's rows."""
+    found, expected = await search_one_customer_behind_closer_rows(
+        await database_factory(), closer_rows=2_200, customer_rows=1_001, max_scan_tuples=2_000
+    )
+    assert len(expected) == 5
+    assert found == expected
+
+
+@pytest.mark.slow
+async def test_customer_behind_22000_closer_rows_gets_the_five_rows_asked_for(
+    database_factory: Callable[..., Awaitable[str]],
+) -> None:
+    """As reported: a customer with 1,001 episodes among 22,000 closer episodes of other
+    customers got 1 row for ``limit=5`` (the scan stops after pgvector's default
+    ``hnsw.max_scan_tuples``, 20,000)."""
+    found, expected = await search_one_customer_behind_closer_rows(
+        await database_factory(), closer_rows=22_000, customer_rows=1_001, max_scan_tuples=None
+    )
+    assert len(expected) == 5
+    assert found == expected
 
 
 async def test_index_path_applies_every_filter_like_the_exact_path(pg_pool: asyncpg.Pool) -> None:
@@ -177,6 +333,52 @@ async def test_index_path_applies_every_filter_like_the_exact_path(pg_pool: asyn
         got = await indexed.vector_search_episodes(query, tenant, agent, **kwargs)
         assert [(e.id, round(s, 6)) for e, s in got] == [(e.id, round(s, 6)) for e, s in expected], kwargs
         assert expected, kwargs
+
+
+async def test_rows_stored_before_degenerate_vectors_were_refused_do_not_rank_first(
+    pg_pool: asyncpg.Pool,
+) -> None:
+    """Vectors the store now refuses may already be in the table. pgvector scores tiny ones NaN
+    (which PostgreSQL sorts above every number: they passed ``min_score`` and ranked first) or
+    1.0: the store ranks them by their real score, and never returns a zero vector."""
+    tenant, agent = new_tenant(), uuid4()
+    exact = PostgresMemoryStore(pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
+    indexed = PostgresMemoryStore(
+        pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS, exact_scan_max_rows=0
+    )
+    good = Episode(
+        tenant_id=tenant,
+        agent_id=agent,
+        content="good",
+        embedding=normalized([0.5, 1.0]),
+        embedding_model="m",
+    )
+    await exact.add_episode(good)
+    padding = [0.0] * (TEST_EMBEDDING_DIMENSIONS - 2)
+    legacy = {"nan": [1e-25, 0.0, *padding], "one": [1e-25, 1e-25, *padding], "zero": [0.0, 0.0, *padding]}
+    legacy_ids = {name: uuid4() for name in legacy}
+    for name, vector in legacy.items():
+        await pg_pool.execute(
+            "INSERT INTO episodes (id, tenant_id, agent_id, content, episode_type, importance, "
+            "embedding, embedding_model, valid_from, recorded_at) "
+            "VALUES ($1, $2, $3, 'legacy', 'TURN', 0.5, $4, 'm', now(), now())",
+            legacy_ids[name],
+            tenant,
+            agent,
+            vector,
+        )
+    query = unit_vector(1)
+    pg_scores = {
+        name: await pg_pool.fetchval("SELECT 1 - (embedding <=> $1) FROM episodes WHERE id = $2", query, id_)
+        for name, id_ in legacy_ids.items()
+    }
+    assert math.isnan(pg_scores["nan"]) and pg_scores["one"] == 1.0  # the defects this test is about
+    expected = [(good.id, round(2 / 5**0.5, 9)), (legacy_ids["one"], round(0.5**0.5, 9))]
+    for store in (exact, indexed):
+        hits = await store.vector_search_episodes(query, tenant, agent, min_score=0.8)
+        assert [(e.id, round(s, 9)) for e, s in hits] == expected[:1]
+        hits = await store.vector_search_episodes(query, tenant, agent, min_score=-1.0)
+        assert [(e.id, round(s, 9)) for e, s in hits] == [*expected, (legacy_ids["nan"], 0.0)]
 
 
 async def test_schema_has_hnsw_gin_plain_storage_and_tenant_indexes(pg_pool: asyncpg.Pool) -> None:
