@@ -92,6 +92,8 @@ def compiled(pattern: str) -> CompiledPattern:
         program: CompiledPattern = re2.compile(pattern, options=_OPTIONS)
     except re2.error as exc:
         raise PatternError(f"not a valid RE2 pattern: {_reason(exc)}") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate: not text RE2 (or PostgreSQL) can hold
+        raise PatternError("a pattern must be Unicode text (it holds a lone surrogate)") from exc
     return program
 
 

@@ -24,6 +24,14 @@ class TokenCounts(BaseModel):
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
 
+    def __add__(self, other: TokenCounts) -> TokenCounts:
+        """The tokens of two calls together (a turn may make several)."""
+        return TokenCounts(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
 
 class CheckedConstraint(BaseModel):
     """A hard constraint that applied to a turn's answer (``TurnRecord.constraints_checked``):

@@ -81,14 +81,6 @@ JUDGE_SYSTEM_PROMPT = (
 )
 
 
-def _sum(a: TokenCounts, b: TokenCounts) -> TokenCounts:
-    return TokenCounts(
-        prompt_tokens=a.prompt_tokens + b.prompt_tokens,
-        completion_tokens=a.completion_tokens + b.completion_tokens,
-        total_tokens=a.total_tokens + b.total_tokens,
-    )
-
-
 def applicable_constraints(always_on: Sequence[Rule], matches: Sequence[RuleMatch]) -> list[Rule]:
     """The always-on constraints, then any matched hard constraint not among them (by id)."""
     applied = {rule.id: rule for rule in always_on}
@@ -221,7 +213,7 @@ class ConstraintEnforcer:
             )
             reason = f"the judge could not be asked ({type(exc).__name__}), so the answer is not used"
             return [Violation(rule, [reason], unjudgeable=True) for rule in judged]
-        self.extra_usage = _sum(self.extra_usage, TokenCounts(**response.usage.model_dump()))
+        self.extra_usage += TokenCounts(**response.usage.model_dump())
         by_number = {entry.number: entry for entry in verdict.verdicts}
         found: list[Violation] = []
         for number, rule in enumerate(judged, 1):
@@ -235,7 +227,7 @@ class ConstraintEnforcer:
 
     def discard(self, reply: Reply) -> None:
         """A candidate that will not be the answer: its tokens still count."""
-        self.extra_usage = _sum(self.extra_usage, reply.usage)
+        self.extra_usage += reply.usage
 
     def regenerating(self, violations: Sequence[Violation]) -> list[str]:
         """Record a regeneration; the prompt lines naming what the last answer broke."""
@@ -249,7 +241,7 @@ class ConstraintEnforcer:
 
     def accept(self, reply: Reply, outcome: str) -> Reply:
         """``reply`` as the turn's answer, carrying every token spent and the report."""
-        reply.usage = _sum(reply.usage, self.extra_usage)
+        reply.usage += self.extra_usage
         if self.constraints:
             reply.constraints = self.report(outcome)
         return reply

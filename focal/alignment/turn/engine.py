@@ -236,6 +236,8 @@ class TurnEngine:
             reply = await self._answerer.answer(
                 AnswerContext(agent, session, draft, matches, outcome, memories, history, constraints)
             )
+        if relevance is not None and relevance.outcome is not None:
+            reply.usage += relevance.outcome.usage  # the relevance check's call is the turn's too
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
 

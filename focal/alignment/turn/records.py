@@ -81,17 +81,14 @@ def build_writes(
         "finish_reason": reply.finish_reason,
         "template_id": str(reply.template_id) if reply.template_id else None,
     }
-    usage = reply.usage
     if reply.constraints is not None:
         context["constraint_outcome"] = reply.constraints.outcome
-    if answered.relevance is not None:
-        usage = _plus(usage, answered.relevance.usage)
     record = draft.record(
         reply.text,
         context=context,
         matched=matched_rules(answered.matches),
         scenario=scenario_state(answered.outcome, session),
-        usage=usage,
+        usage=reply.usage,
         latency_ms=latency_ms,
         constraints=reply.constraints,
     )
@@ -105,10 +102,6 @@ def build_writes(
             draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
         ],
     )
-
-
-def _plus(a: TokenCounts, b: TokenCounts) -> TokenCounts:
-    return TokenCounts(**{key: value + getattr(b, key) for key, value in a.model_dump().items()})
 
 
 def build_events(
