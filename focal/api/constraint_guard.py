@@ -31,6 +31,8 @@ written concurrently with a constraint may slip past; the turn-time checks still
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +42,15 @@ from focal.alignment.models import Agent, Rule, Scope, Template
 from focal.alignment.stores.config_store import ConfigStore
 
 __all__ = ["ConstraintGuard"]
+
+
+@dataclass(frozen=True)
+class _Patterns:
+    """One of a rule's pattern lists alone, so a refusal names the list that refused."""
+
+    forbid_patterns: Sequence[str] = ()
+    require_patterns: Sequence[str] = ()
+    judge_instructions: str | None = None
 
 
 def _refused(field: str, message: str) -> RequestValidationError:
@@ -75,18 +86,25 @@ class ConstraintGuard:
         in its write-time scope."""
         if not (rule.is_hard_constraint and rule.enabled and (rule.forbid_patterns or rule.require_patterns)):
             return
-        field = "forbid_patterns" if rule.forbid_patterns else "require_patterns"
-        reasons = pattern_violations(rule, self._safe_message)
-        if reasons:
-            raise _refused(
-                field,
-                "the safe message that answers when nothing else may (FOCAL_TURN__CONSTRAINT_SAFE_MESSAGE) "
-                f"{'; and '.join(reasons)}: change the patterns or the setting",
-            )
+        lists = [
+            ("forbid_patterns", _Patterns(forbid_patterns=rule.forbid_patterns)),
+            ("require_patterns", _Patterns(require_patterns=rule.require_patterns)),
+        ]
+        for field, patterns in lists:
+            reasons = pattern_violations(patterns, self._safe_message)
+            if reasons:
+                raise _refused(
+                    field,
+                    "the safe message that answers when nothing else may "
+                    f"(FOCAL_TURN__CONSTRAINT_SAFE_MESSAGE) {'; and '.join(reasons)}: change the "
+                    "patterns or the setting",
+                )
         templates = await self._store.get_templates(self._agent.tenant_id, self._agent.id)
         for template in templates:
-            if await self._covers(rule, template):
-                reasons = pattern_violations(rule, template.text)
+            if not await self._covers(rule, template):
+                continue
+            for field, patterns in lists:
+                reasons = pattern_violations(patterns, template.text)
                 if reasons:
                     raise _refused(
                         field,

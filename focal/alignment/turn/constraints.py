@@ -58,9 +58,10 @@ from focal.alignment.turn.records import Reply
 from focal.alignment.turn.respond import TemplateAnswer
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.audit.models import CheckedConstraint, ConstraintFailure, TokenCounts
-from focal.errors import ConfigurationError, ProviderError
+from focal.errors import ConfigurationError, InvalidDataError, ProviderError
 from focal.logging import get_logger
 from focal.providers.llm.base import LLMProvider
+from focal.validation import check_text
 
 __all__ = [
     "ConstraintEnforcer",
@@ -145,6 +146,14 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _storable(text: str) -> bool:
+    try:
+        check_text(text, "judge explanation")
+    except InvalidDataError:
+        return False
+    return True
+
+
 @dataclass
 class ConstraintReport:
     """What a turn's constraint checks found, for its records (``records.build_writes``)."""
@@ -220,6 +229,10 @@ class ConstraintEnforcer:
             entry = by_number.get(number)
             if entry is None:
                 found.append(Violation(rule, ["the judge gave no verdict for it"], unjudgeable=True))
+            elif not _storable(entry.explanation):  # the model's text goes into the audit trail
+                found.append(
+                    Violation(rule, ["the judge's explanation is not storable text"], unjudgeable=True)
+                )
             elif entry.violated:
                 found.append(Violation(rule, [f"the judge found: {_one_line(entry.explanation)}"]))
         event.update(violated=[str(v.rule.id) for v in found], error=None)

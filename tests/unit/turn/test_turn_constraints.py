@@ -256,6 +256,8 @@ async def test_judge_verdicts_trigger_regeneration(
     [
         ScriptedReply(error=ProviderUnavailableError("judge down", provider="scripted")),
         ScriptedReply(structured={"verdicts": []}),  # no verdict for the constraint
+        # an explanation no store could keep in the audit trail: not a reason to refuse the turn
+        ScriptedReply(structured={"verdicts": [{"number": 1, "violated": True, "explanation": "a\x00b"}]}),
     ],
 )
 async def test_an_answer_the_judge_cannot_judge_is_not_sent(
