@@ -243,7 +243,8 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
             )
         ]
         rows.sort(key=lambda row: (-row.priority, row.created_at, row.id))
-        return [row.model_copy(deep=True, update={"embedding": None}) for row in rows]
+        # Shallow copy without the vector first: deep-copying 1536 floats only to drop them is waste.
+        return [row.model_copy(update={"embedding": None}).model_copy(deep=True) for row in rows]
 
     # --- scenarios ----------------------------------------------------------------------------
 
