@@ -23,6 +23,13 @@ Cases, in one run:
 
 Target (design README): one turn's platform overhead p50 under 20 ms on PostgreSQL + Redis.
 
+Section ``constraint_checks`` (also alone, without servers: ``--constraints-only``): the cost of
+the deterministic hard-constraint checks of one turn (``focal.alignment.turn.constraints
+.deterministic_violations``) with ``--constraints`` always-on constraints (2 forbid + 1 require
+RE2 patterns each) on an answer that passes them all (every pattern is evaluated), and the
+in-memory demo turn with those constraints on the agent against the same turn without them.
+Target (issue #14): the checks under 1 ms per turn with 20 constraints.
+
 Usage: ``python benchmarks/turns.py [--database-url postgresql://... --redis-url redis://...]
 [--output benchmarks/results/turns.json]``. Without URLs it starts embedded servers through
 ``focal.db.embedded`` in a temporary directory and migrates a fresh database.
@@ -45,7 +52,9 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+from focal.alignment.models import Rule, Scope
 from focal.alignment.turn import TurnEngine, TurnRequest
+from focal.alignment.turn.constraints import deterministic_violations
 from focal.bootstrap import FocalServices, build_memory_services, build_services
 from focal.conversation.models import Channel
 from focal.db.embedded import EmbeddedPostgres, EmbeddedRedis, create_database
@@ -55,6 +64,7 @@ from focal.logging import configure_logging
 from focal.settings import Settings
 
 TARGET_P50_MS = 20.0
+TARGET_CONSTRAINT_CHECKS_MS = 1.0
 
 
 def percentiles_ms(samples_ms: list[float]) -> dict[str, float]:
@@ -201,6 +211,112 @@ async def interleaved(
     await raw.redis.delete(raw.key)
 
 
+# What hard constraints of a shop typically forbid or require (none matches the demo's answers).
+CONSTRAINT_PATTERNS = [
+    ([r"(?i)\b(full|guaranteed)\s+refund\b", r"\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b"], [r"\S"]),
+    ([r"(?i)\bpassword\b", r"(?i)\b(lawsuit|attorney|lawyer)s?\b"], [r"[.!?]\s*$|\w$"]),
+    ([r"(?i)\bfree\s+(of\s+charge|forever)\b", r"(?i)\b\d+\s*%\s+off\b"], [r"(?i)[a-z]"]),
+    ([r"(?i)\b(stupid|idiot|dumb)\b", r"(?i)\bwe\s+guarantee\b"], [r"^[^\x00]*$"]),
+]
+SAMPLE_ANSWER = (
+    "Thanks for your message! Shipping is free for orders above 50 EUR; below that it costs 4.90 EUR "
+    "within the country. Returns are accepted within 30 days of delivery, as long as the item is in "
+    "its original packaging. To start a return, tell me your order number (it looks like FD-12345) "
+    "and the reason, and I will prepare a return label for you. Our support team is available "
+    "Monday to Friday, 9:00 to 17:00, if you would rather talk to a person."
+)
+
+
+def demo_constraints(agent_tenant: UUID, agent_id: UUID, count: int) -> list[Rule]:
+    """``count`` GLOBAL hard constraints with 2 forbid + 1 require patterns each."""
+    rules = []
+    for n in range(count):
+        forbid, require = CONSTRAINT_PATTERNS[n % len(CONSTRAINT_PATTERNS)]
+        rules.append(
+            Rule(
+                tenant_id=agent_tenant,
+                agent_id=agent_id,
+                name=f"constraint {n}",
+                condition_text=f"policy paragraph {n}",
+                action_text=f"Hard constraint number {n}.",
+                is_hard_constraint=True,
+                forbid_patterns=forbid,
+                require_patterns=require,
+            )
+        )
+    return rules
+
+
+async def constraint_read_ms(services: FocalServices, count: int, samples: int) -> dict[str, Any]:
+    """``ConfigStore.get_hard_constraints`` (the per-turn read) with ``count`` constraints stored."""
+    tenant_id = uuid4()
+    agent_id = (await load_demo_agent(services, tenant_id)).id
+    for rule in demo_constraints(tenant_id, agent_id, count):
+        await services.config_store.save_rule(rule)
+    scopes = [(Scope.GLOBAL, None)]
+    for _ in range(50):
+        await services.config_store.get_hard_constraints(tenant_id, agent_id, scopes=scopes)
+    timings = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        found = await services.config_store.get_hard_constraints(tenant_id, agent_id, scopes=scopes)
+        timings.append((time.perf_counter() - started) * 1000.0)
+    assert len(found) >= count  # the demo agent has hard constraints of its own
+    return percentiles_ms(timings)
+
+
+async def constraint_cost(
+    args: argparse.Namespace, production: FocalServices | None = None
+) -> dict[str, Any]:
+    """The ``constraint_checks`` section (see the module docstring)."""
+    constraints = demo_constraints(uuid4(), uuid4(), args.constraints)
+    assert deterministic_violations(constraints, SAMPLE_ANSWER) == []  # every pattern is evaluated
+    for _ in range(200):
+        deterministic_violations(constraints, SAMPLE_ANSWER)  # warm the compiled-pattern cache
+    checks_ms = []
+    for _ in range(args.constraint_samples):
+        started = time.perf_counter()
+        deterministic_violations(constraints, SAMPLE_ANSWER)
+        checks_ms.append((time.perf_counter() - started) * 1000.0)
+
+    settings = Settings.load(
+        storage="memory",
+        auth={"jwt_secret": "benchmark-secret-not-used-for-anything-0123456789"},
+        embedding={"provider": "hashing", "dimensions": args.dimensions},
+        llm={"provider": "offline"},
+    )
+    plain, constrained = TurnCase(build_memory_services(settings)), TurnCase(build_memory_services(settings))
+    await plain.prepare(args.warmup)
+    await constrained.prepare(0)
+    for rule in demo_constraints(constrained.tenant_id, constrained.agent_id, args.constraints):
+        await constrained.services.config_store.save_rule(rule)
+    for _ in range(args.warmup):
+        await conversation(constrained.engine, constrained.tenant_id, constrained.agent_id, TurnSamples())
+    for _ in range(args.conversations):  # interleaved, like the main cases
+        await plain.one_sequential()
+        await constrained.one_sequential()
+    checks = percentiles_ms(checks_ms)
+    turn_with = constrained.sequential.summary(constrained.sequential_s)
+    turn_without = plain.sequential.summary(plain.sequential_s)
+    reads: dict[str, Any] = {}
+    if production is not None:  # runs beside the rule search in a turn, so it adds no latency alone
+        reads["postgres_get_hard_constraints"] = await constraint_read_ms(production, args.constraints, 500)
+    return {
+        "what": "deterministic checks of one answer against N always-on constraints (2 forbid + 1 require "
+        "RE2 patterns each), every pattern evaluated",
+        "constraints": args.constraints,
+        "patterns": 3 * args.constraints,
+        "answer_chars": len(SAMPLE_ANSWER),
+        "checks_per_turn": checks,
+        "inmemory_demo_turn": {
+            "without_constraints": turn_without["latency"],
+            f"with_{args.constraints}_constraints": turn_with["latency"],
+        },
+        **reads,
+        "target": {"checks_p99_under_ms": TARGET_CONSTRAINT_CHECKS_MS, "met": checks["p99_ms"] < 1.0},
+    }
+
+
 def settings_for(database_url: str, redis_url: str, args: argparse.Namespace) -> Settings:
     return Settings.load(
         storage="external",
@@ -239,6 +355,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             inmemory = TurnCase(build_memory_services(settings.model_copy(update={"storage": "memory"})))
             raw = RawRoundtrip(services)
             await interleaved(production, inmemory, raw, args)
+            constraint_checks = await constraint_cost(args, services)
 
     production_summary = production.summary(args.concurrency)
     p50 = production_summary["sequential"]["latency"]["p50_ms"]
@@ -267,6 +384,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "raw_roundtrip": raw.summary(args.concurrency),
         },
         "target": {"sequential_p50_under_ms": TARGET_P50_MS, "met": p50 < TARGET_P50_MS},
+        "constraint_checks": constraint_checks,
     }
 
 
@@ -284,9 +402,23 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=20, help="asyncpg pool max size")
     parser.add_argument("--no-fsync", action="store_true", help="embedded PostgreSQL without fsync")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
+    parser.add_argument("--constraints", type=int, default=20, help="always-on constraints measured")
+    parser.add_argument("--constraint-samples", type=int, default=5000, help="timed constraint checks")
+    parser.add_argument(
+        "--constraints-only", action="store_true", help="only the constraint_checks section (no servers)"
+    )
     args = parser.parse_args()
     configure_logging("WARNING")
-    result = asyncio.run(run(args))
+    if args.constraints_only:
+        result = {
+            "benchmark": "turns (constraint_checks only)",
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 2),
+            "constraint_checks": asyncio.run(constraint_cost(args)),
+        }
+    else:
+        result = asyncio.run(run(args))
     text = json.dumps(result, indent=2)
     print(text)
     if args.output is not None:

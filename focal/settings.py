@@ -117,6 +117,29 @@ class TurnSettings(_Section):
     # would otherwise grow by one visit per turn, until the Redis session size cap refused it.
     max_step_history: int = Field(default=20, ge=1, le=1000)
 
+    # Hard constraints (focal.alignment.turn.constraints). An answer that breaks one is generated
+    # again, naming what it broke, at most this many times; then a FALLBACK template that passes
+    # the checks answers, else ``constraint_safe_message``. A violating answer is never returned.
+    constraint_retries: int = Field(default=1, ge=0, le=5)
+    constraint_safe_message: str = Field(
+        default="I'm sorry, I can't help with that here. Please contact our support team.",
+        min_length=1,
+        max_length=2000,
+    )
+    # Constraints with judge_instructions are verified by the LLM (one structured call per
+    # candidate answer); false checks only their patterns (and says so in the turn record).
+    constraint_judge: bool = True
+    # One structured LLM call per turn asks which matched rules really apply to the message
+    # ("I do NOT want a refund" does not fire the refund rule); the others are dropped before the
+    # top max_rules are kept. Costs a model call per turn that matched a rule.
+    relevance_check: bool = False
+
+    @model_validator(mode="after")
+    def _safe_message_is_text(self) -> Self:
+        if not self.constraint_safe_message.strip() or "\x00" in self.constraint_safe_message:
+            raise ValueError("constraint_safe_message must be text (not blank, no NUL character)")
+        return self
+
     @model_validator(mode="after")
     def _candidates_cover_the_kept_rules(self) -> Self:
         if self.rule_candidates < self.max_rules:
@@ -213,6 +236,17 @@ class Settings(BaseSettings):
                 )
             # A copy, never an in-place change: the section may be the field's shared default.
             object.__setattr__(self, section_name, section.model_copy(update={"url": alias}))
+        return self
+
+    @model_validator(mode="after")
+    def _relevance_check_needs_a_model(self) -> Self:
+        # The offline provider answers every structured question with defaults ("does not
+        # apply"): the check would silently drop every matched rule.
+        if self.turn.relevance_check and self.llm.provider == "offline":
+            raise ValueError(
+                "FOCAL_TURN__RELEVANCE_CHECK needs a language model: set FOCAL_LLM__PROVIDER to "
+                "anthropic or openai, or turn the check off"
+            )
         return self
 
     @classmethod

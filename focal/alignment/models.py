@@ -119,10 +119,26 @@ class Rule(_Scoped):
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
+    # The checks of a hard constraint (see focal.alignment.constraint_patterns and
+    # focal.alignment.turn.constraints): RE2 patterns every answer must not / must match, and what
+    # an LLM judge is asked to verify. Validated (syntax, limits) when the rule is written.
+    forbid_patterns: list[str] = Field(default_factory=list)
+    require_patterns: list[str] = Field(default_factory=list)
+    judge_instructions: str | None = None
 
     @model_validator(mode="after")
     def _embedding_names_its_model(self) -> Self:
         require_embedding_model(self.embedding, self.embedding_model)
+        return self
+
+    @model_validator(mode="after")
+    def _checks_belong_to_hard_constraints(self) -> Self:
+        if not self.is_hard_constraint and (
+            self.forbid_patterns or self.require_patterns or self.judge_instructions is not None
+        ):
+            raise ValueError(
+                "forbid_patterns, require_patterns and judge_instructions need is_hard_constraint=true"
+            )
         return self
 
 

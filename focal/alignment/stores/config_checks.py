@@ -14,7 +14,9 @@ Besides the model's own constraints, values must be storable by every backend:
   arbitrary objects) and are normalised through a JSON round trip (e.g. tuples become lists);
 - text has no NUL character (PostgreSQL text refuses it); integers in scalar columns fit int32;
 - timestamps are timezone-aware and are normalised to UTC; ``deleted_at`` is set only by
-  ``delete_*``, so a model carrying one is refused by ``save_*``.
+  ``delete_*``, so a model carrying one is refused by ``save_*``;
+- a rule's constraint patterns compile (RE2) within their limits
+  (``focal.alignment.constraint_patterns.constraint_errors``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
+from focal.alignment.constraint_patterns import constraint_errors
 from focal.alignment.models import (
     Agent,
     MigrationPlan,
@@ -142,6 +145,10 @@ def checked_agent(agent: Agent) -> Agent:
 
 def checked_rule(rule: Rule, dimensions: int) -> Rule:
     checked = _checked(rule, Rule)
+    errors = constraint_errors(checked)
+    if errors:
+        described = "; ".join(f"{'.'.join(map(str, location))}: {message}" for location, message in errors)
+        raise InvalidDataError(f"invalid Rule: {described}")
     if checked.embedding is not None:
         checked.embedding = checked_embedding(checked.embedding, dimensions, what="rule embedding")
     return checked

@@ -126,6 +126,17 @@ class ConfigStore(ABC):
         scope_id admits every rule of that scope. ``None`` admits every scope.
         """
 
+    @abstractmethod
+    async def get_hard_constraints(
+        self, tenant_id: UUID, agent_id: UUID, *, scopes: ScopeSelector | None = None
+    ) -> list[Rule]:
+        """The agent's enabled live hard constraints (``is_hard_constraint``) in ``scopes``
+        (admitted as by ``vector_search_rules``), by priority desc, created_at, id.
+
+        Read on every turn (a constraint applies whether it matched or not), so the rules come
+        back without their embedding (``embedding`` is None; ``embedding_model`` is kept).
+        """
+
     # --- scenarios: get_scenarios orders by name asc, id --------------------------------------
 
     @abstractmethod

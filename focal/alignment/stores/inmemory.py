@@ -226,6 +226,27 @@ class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
         scored.sort(key=lambda pair: (-pair[0], pair[1].id))
         return [(copy_of(row), score) for score, row in scored[:limit]]
 
+    async def get_hard_constraints(
+        self, tenant_id: UUID, agent_id: UUID, *, scopes: ScopeSelector | None = None
+    ) -> list[Rule]:
+        selector = checks.checked_scopes(scopes)
+        rows = [
+            row
+            for row in self._children(self._rules, tenant_id, agent_id)
+            if row.enabled
+            and row.is_hard_constraint
+            and (
+                selector is None
+                or any(
+                    row.scope is scope and (scope_id is None or row.scope_id == scope_id)
+                    for scope, scope_id in selector
+                )
+            )
+        ]
+        rows.sort(key=lambda row: (-row.priority, row.created_at, row.id))
+        # Shallow copy without the vector first: deep-copying 1536 floats only to drop them is waste.
+        return [row.model_copy(update={"embedding": None}).model_copy(deep=True) for row in rows]
+
     # --- scenarios ----------------------------------------------------------------------------
 
     async def get_scenario(

@@ -67,6 +67,20 @@ _GET_SCENARIOS = {
 }
 
 
+# Hard constraints are read on every turn: without the embedding (kilobytes a turn does not need),
+# through the partial index rules_hard_constraints_idx (revision 0008). Scope arguments as in
+# postgres_search: $3 "every scope" flag, $4 scopes admitted whole, $5/$6 (scope, scope_id) pairs.
+_HARD_CONSTRAINTS = (
+    "SELECT "
+    + ", ".join("NULL::vector AS embedding" if c == "embedding" else c for c in RULES.model_columns)
+    + f" FROM rules WHERE tenant_id = $1 AND agent_id = $2 AND {LIVE} AND enabled AND is_hard_constraint "
+    "AND ($3::boolean OR scope = ANY($4::text[]) "
+    "OR EXISTS (SELECT 1 FROM unnest($5::text[], $6::uuid[]) AS admitted(scope, scope_id) "
+    "WHERE admitted.scope = rules.scope AND admitted.scope_id = rules.scope_id)) "
+    "ORDER BY priority DESC, created_at, id"
+)
+
+
 class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
     """ConfigStore on PostgreSQL. The pool belongs to the caller, who closes it."""
 
@@ -212,6 +226,23 @@ class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
                     min_score=min_score,
                 )
         return [(RULES.from_record(record), score) for record, score in hits]
+
+    async def get_hard_constraints(
+        self, tenant_id: UUID, agent_id: UUID, *, scopes: ScopeSelector | None = None
+    ) -> list[Rule]:
+        selector = checks.checked_scopes(scopes)
+        pairs = [(scope.value, scope_id) for scope, scope_id in selector or () if scope_id is not None]
+        args = (
+            tenant_id,
+            agent_id,
+            selector is None,
+            [scope.value for scope, scope_id in selector or () if scope_id is None],
+            [scope for scope, _ in pairs],
+            [scope_id for _, scope_id in pairs],
+        )
+        return await self._fetch(
+            RULES, _HARD_CONSTRAINTS, *args, operation="get_hard_constraints", tenant_id=tenant_id
+        )
 
     # --- scenarios ----------------------------------------------------------------------------
 

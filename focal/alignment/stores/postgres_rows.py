@@ -143,7 +143,11 @@ class Table(Generic[M]):
 
 
 AGENTS = Table("agents", Agent)
-RULES = Table("rules", Rule, json_columns=("attached_tool_ids", "attached_template_ids"))
+RULES = Table(
+    "rules",
+    Rule,
+    json_columns=("attached_tool_ids", "attached_template_ids", "forbid_patterns", "require_patterns"),
+)
 SCENARIOS = Table(
     "scenarios",
     Scenario,

@@ -12,18 +12,36 @@ prompt layout in ``prompt.py``.
   fault, not the customer's.
 - A ``ProviderError`` (after the provider's own retries) is answered by a FALLBACK template when
   one applies; without one it propagates (502/503/429) and the turn writes nothing.
+
+Hard constraints (``constraints.py``) wrap all of it: every applicable constraint is in the
+prompt's "Hard constraints" section, and every candidate answer (EXCLUSIVE template, LLM answer,
+FALLBACK template) is checked; a violating one is generated again, replaced by a compliant
+FALLBACK template, or by the safe message. ``_generate`` itself only generates.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from focal.alignment.models import Agent
+from focal.alignment.models import Agent, Rule
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.checks import TurnChecks
+from focal.alignment.turn.constraints import (
+    ConstraintEnforcer,
+    applicable_constraints,
+    last_resort,
+    regenerate_until_compliant,
+)
+from focal.alignment.turn.models import TurnConfig
 from focal.alignment.turn.prompt import build_prompt
 from focal.alignment.turn.records import Reply, TurnDraft
-from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
+from focal.alignment.turn.respond import (
+    TemplateAnswer,
+    TemplateCatalog,
+    exclusive_answer,
+    fallback_answer,
+    suggested_texts,
+)
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
 from focal.audit.models import TokenCounts
@@ -45,53 +63,84 @@ class AnswerContext:
     outcome: ScenarioOutcome
     memories: list[tuple[Episode, float]]
     history: list[LLMMessage]
+    # The always-on hard constraints of the turn's scope (ConfigStore.get_hard_constraints).
+    constraints: list[Rule] = field(default_factory=list)
 
 
 class Answerer:
     """Produces a turn's ``Reply``; one instance serves every turn of a ``TurnEngine``."""
 
-    def __init__(self, config_store: ConfigStore, llm: LLMProvider, checks: TurnChecks) -> None:
+    def __init__(
+        self,
+        config_store: ConfigStore,
+        llm: LLMProvider,
+        checks: TurnChecks,
+        config: TurnConfig | None = None,
+    ) -> None:
         self._config_store = config_store
         self._llm = llm
         self._checks = checks
+        self._config = config or TurnConfig()
 
     async def answer(self, ctx: AnswerContext) -> Reply:
         agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
         catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
+        constraints = applicable_constraints(ctx.constraints, ctx.matches)
+        enforcer = ConstraintEnforcer(self._llm, self._config, constraints, ctx.draft.message)
+
+        async def fallback() -> TemplateAnswer | None:
+            return await fallback_answer(catalog, ctx.matches, outcome.step, session.variables)
+
         exclusive = await exclusive_answer(catalog, ctx.matches, outcome.step, session.variables)
         if exclusive is not None:
             t = exclusive.template
-            return Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
-        prompt = build_prompt(
-            ctx.draft.message,
-            rule_actions=[m.rule.action_text for m in ctx.matches if not m.rule.is_hard_constraint],
-            hard_constraints=[m.rule.action_text for m in ctx.matches if m.rule.is_hard_constraint],
-            suggestions=await suggested_texts(catalog, ctx.matches, outcome.step, session.variables),
-            memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in ctx.memories],
-            scenario_step=_step_line(outcome),
-        )
+            reply = Reply(exclusive.text, template_id=t.id, template_name=t.name, template_mode=t.mode.value)
+            if not await enforcer.check(reply.text, source="template", judge=False):
+                return enforcer.accept(reply, "passed")
+            return await last_resort(enforcer, fallback, None)
+        suggestions = await suggested_texts(catalog, ctx.matches, outcome.step, session.variables)
+
+        def prompt(corrections: list[str]) -> str:
+            return build_prompt(
+                ctx.draft.message,
+                rule_actions=[m.rule.action_text for m in ctx.matches if not m.rule.is_hard_constraint],
+                hard_constraints=[rule.action_text for rule in constraints],
+                suggestions=suggestions,
+                memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in ctx.memories],
+                scenario_step=_step_line(outcome),
+                corrections=corrections,
+            )
+
+        async def regenerate(corrections: list[str]) -> Reply:
+            return await self._generate(ctx, prompt(corrections))
+
         try:
-            return await self._generate(ctx, prompt)
+            first = await self._generate(ctx, prompt([]))
         except ProviderError as exc:
-            fallback = await fallback_answer(catalog, ctx.matches, outcome.step, session.variables)
-            get_logger("focal.turn").warning(
-                "turn_provider_failed",
-                tenant_id=str(agent.tenant_id),
-                session_id=str(session.session_id),
-                error=type(exc).__name__,
-                message=str(exc),
-                fallback_template_id=str(fallback.template.id) if fallback else None,
-            )
-            if fallback is None:
+            found = await fallback()
+            self._log_provider_failure(ctx, exc, found)
+            if found is None:
                 raise
-            t = fallback.template
-            return Reply(
-                fallback.text,
-                template_id=t.id,
-                template_name=t.name,
-                template_mode=t.mode.value,
-                provider_error=exc,
-            )
+            return await last_resort(enforcer, fallback, exc)
+        accepted, error = await regenerate_until_compliant(enforcer, first, regenerate)
+        if accepted is not None:
+            return accepted
+        if error is not None:
+            self._log_provider_failure(ctx, error, None)
+        return await last_resort(enforcer, fallback, error)
+
+    @staticmethod
+    def _log_provider_failure(
+        ctx: AnswerContext, exc: ProviderError, fallback: TemplateAnswer | None
+    ) -> None:
+        get_logger("focal.turn").warning(
+            "turn_provider_failed",
+            tenant_id=str(ctx.agent.tenant_id),
+            session_id=str(ctx.session.session_id),
+            error=type(exc).__name__,
+            message=str(exc),
+            fallback_template_id=str(fallback.template.id) if fallback else None,
+        )
 
     async def _generate(self, ctx: AnswerContext, prompt: str) -> Reply:
         """The LLM's answer to ``prompt``; an answer no store can keep is ``InvalidResponseError``."""

@@ -18,8 +18,12 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    answers from (``retrieval.py``); and the history read. The move comes before retrieval so that
    the step a message leads to supplies the rules and templates of the answer (the step's question
    is what the customer should see next).
+   The always-on hard constraints of the scope the turn answers from are read beside the rule
+   retrieval (``ConfigStore.get_hard_constraints``), and the optional relevance check
+   (``relevance.py``) filters the rule candidates.
 3. Answer (``answer.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
    An LLM answer that no store could keep is a provider failure too (``InvalidResponseError``).
+   Every candidate answer is checked against the hard constraints (``constraints.py``).
 4. Embed the answer; build every record of the turn (session, turn record, events, episodes) and
    run every store's checks on them (``checks.py``); create the customer's profile if they are new
    (``ProfileStore.get_or_create``, race-safe); then persist (``persist.py``): the session under
@@ -40,7 +44,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar, cast
 from uuid import UUID, uuid4
 
-from focal.alignment.models import Agent
+from focal.alignment.models import Agent, Rule
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
@@ -53,7 +57,14 @@ from focal.alignment.turn.records import (
     matched_rules,
     scenario_position,
 )
-from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
+from focal.alignment.turn.relevance import RelevanceCheck
+from focal.alignment.turn.retrieval import (
+    RuleMatch,
+    admitted_scopes,
+    recall_memory,
+    record_fires,
+    retrieve_rules,
+)
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
@@ -113,7 +124,7 @@ class TurnEngine:
         self._config = config or TurnConfig()
         self._stores = TurnStores(session_store, audit_store, memory_store)
         self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
-        self._answerer = Answerer(config_store, llm_provider, self._checks)
+        self._answerer = Answerer(config_store, llm_provider, self._checks, self._config)
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -183,7 +194,9 @@ class TurnEngine:
                 )
             return profile, memories
 
-        async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch]]:
+        relevance = RelevanceCheck(self._llm, message) if self._config.relevance_check else None
+
+        async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch], list[Rule]]:
             with timer.measure("scenario"):
                 outcome = await advance_scenario(
                     self._config_store,
@@ -193,34 +206,52 @@ class TurnEngine:
                     turn_number=turn_number,
                     config=self._config,
                 )
+            scenario_id = outcome.scenario.id if outcome.scenario else None
+            step_id = outcome.step.id if outcome.step else None
             with timer.measure("retrieve_rules"):
-                matches = await retrieve_rules(
-                    self._config_store,
-                    session,
-                    message_embedding,
-                    embedding_model=embedding_model,
-                    scenario_id=outcome.scenario.id if outcome.scenario else None,
-                    step_id=outcome.step.id if outcome.step else None,
-                    turn_number=turn_number,
-                    config=self._config,
+                matches, constraints = await asyncio.gather(
+                    retrieve_rules(
+                        self._config_store,
+                        session,
+                        message_embedding,
+                        embedding_model=embedding_model,
+                        scenario_id=scenario_id,
+                        step_id=step_id,
+                        turn_number=turn_number,
+                        config=self._config,
+                        relevance=relevance.keep if relevance is not None else None,
+                    ),
+                    self._config_store.get_hard_constraints(
+                        session.tenant_id, session.agent_id, scopes=admitted_scopes(scenario_id, step_id)
+                    ),
                 )
-            return outcome, matches
+            return outcome, matches, constraints
 
-        (profile, memories), (outcome, matches), history = await _all_of(
+        (profile, memories), (outcome, matches, constraints), history = await _all_of(
             customer_then_memory(), scenario_then_rules(), self._history(session, timer)
         )
         record_fires(session, matches, turn_number)
 
         with timer.measure("respond"):
             reply = await self._answerer.answer(
-                AnswerContext(agent, session, draft, matches, outcome, memories, history)
+                AnswerContext(agent, session, draft, matches, outcome, memories, history, constraints)
             )
+        if relevance is not None and relevance.outcome is not None:
+            reply.usage += relevance.outcome.usage  # the relevance check's call is the turn's too
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
 
         session.turn_count = turn_number
         session.status = SessionStatus.ACTIVE
-        answered = Answered(reply, answer_embedding, matches, outcome, memories, new_session=found is None)
+        answered = Answered(
+            reply,
+            answer_embedding,
+            matches,
+            outcome,
+            memories,
+            new_session=found is None,
+            relevance=relevance.outcome if relevance is not None else None,
+        )
 
         def build(profile_id: UUID) -> TurnWrites:
             latency_ms = round((time.perf_counter() - started) * 1000.0, 3)

@@ -9,6 +9,9 @@ it acknowledges the ``Customer:`` line. Real models read the same text as instru
 Hard constraints get their own section after the rules: a real model must obey them, and the
 offline provider (which reads only the first two sections) does not recite them to the customer.
 Every bullet is collapsed onto one line so a multi-line rule or template cannot break the list.
+
+When an answer broke a hard constraint and is generated again (``constraints.py``), the prompt
+gains a section after the hard constraints naming each broken constraint and how it was broken.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from datetime import datetime
 
 RULES_HEADER = "Rules to follow:"
 CONSTRAINTS_HEADER = "Hard constraints (never break these):"
+CORRECTIONS_HEADER = "Your previous answer broke these hard constraints; answer again without breaking them:"
 SUGGESTIONS_HEADER = "Suggested responses:"
 MEMORY_HEADER = "What you remember about this customer from earlier conversations:"
 SCENARIO_HEADER = "Current step of the conversation:"
@@ -41,11 +45,13 @@ def build_prompt(
     suggestions: Sequence[str],
     memories: Sequence[tuple[datetime, str]],
     scenario_step: str | None,
+    corrections: Sequence[str] = (),
 ) -> str:
     """The user-side prompt of a turn; the agent's system prompt and the history travel separately."""
     lines: list[str] = []
     lines += _section(RULES_HEADER, rule_actions)
     lines += _section(CONSTRAINTS_HEADER, hard_constraints)
+    lines += _section(CORRECTIONS_HEADER, corrections)
     lines += _section(SUGGESTIONS_HEADER, suggestions)
     if scenario_step:
         lines += _section(SCENARIO_HEADER, [scenario_step])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -23,6 +23,10 @@ from focal.audit.models import AuditEvent, MatchedRule, TokenCounts, TurnRecord
 from focal.conversation.models import Session
 from focal.errors import InvalidDataError, ProviderError
 from focal.memory.models import Episode, EpisodeType
+
+if TYPE_CHECKING:  # constraints.py and relevance.py build on Reply; these are only annotations here
+    from focal.alignment.turn.constraints import ConstraintReport
+    from focal.alignment.turn.relevance import RelevanceOutcome
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Reply:
     llm_model: str | None = None
     finish_reason: str | None = None
     provider_error: ProviderError | None = None
+    constraints: ConstraintReport | None = None  # None: no hard constraint applied
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Answered:
     outcome: ScenarioOutcome
     memories: list[tuple[Episode, float]]
     new_session: bool
+    relevance: RelevanceOutcome | None = None  # None: the relevance check did not run
 
 
 def matched_rules(matches: list[RuleMatch]) -> list[MatchedRule]:
@@ -66,26 +72,31 @@ def build_writes(
     """Every record of the turn, for the customer ``profile_id`` (set on ``session`` too)."""
     reply = answered.reply
     session.customer_profile_id = profile_id
+    context: dict[str, Any] = {
+        "timings_ms": timings_ms,
+        "new_session": answered.new_session,
+        "customer_profile_id": str(profile_id),
+        "recalled_episode_ids": [str(episode.id) for episode, _ in answered.memories],
+        "llm_model": reply.llm_model,
+        "finish_reason": reply.finish_reason,
+        "template_id": str(reply.template_id) if reply.template_id else None,
+    }
+    if reply.constraints is not None:
+        context["constraint_outcome"] = reply.constraints.outcome
     record = draft.record(
         reply.text,
-        context={
-            "timings_ms": timings_ms,
-            "new_session": answered.new_session,
-            "customer_profile_id": str(profile_id),
-            "recalled_episode_ids": [str(episode.id) for episode, _ in answered.memories],
-            "llm_model": reply.llm_model,
-            "finish_reason": reply.finish_reason,
-            "template_id": str(reply.template_id) if reply.template_id else None,
-        },
+        context=context,
         matched=matched_rules(answered.matches),
         scenario=scenario_state(answered.outcome, session),
         usage=reply.usage,
         latency_ms=latency_ms,
+        constraints=reply.constraints,
     )
+    extra = [answered.relevance.event()] if answered.relevance is not None else []
     return TurnWrites(
         session=session,
         record=record,
-        events=build_events(record, answered.matches, answered.outcome, reply),
+        events=build_events(record, answered.matches, answered.outcome, reply, extra),
         episodes=[
             draft.episode(draft.message, draft.message_embedding, "customer", profile_id),
             draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
@@ -94,13 +105,20 @@ def build_writes(
 
 
 def build_events(
-    record: TurnRecord, matches: list[RuleMatch], outcome: ScenarioOutcome, reply: Reply
+    record: TurnRecord,
+    matches: list[RuleMatch],
+    outcome: ScenarioOutcome,
+    reply: Reply,
+    extra: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> list[AuditEvent]:
-    found: list[tuple[str, dict[str, Any]]] = [
+    found: list[tuple[str, dict[str, Any]]] = list(extra or [])
+    found += [
         ("rule_matched", {"rule_id": str(m.rule.id), "name": m.rule.name, "score": round(m.score, 4)})
         for m in matches
     ]
     found += outcome.events
+    if reply.constraints is not None:
+        found += reply.constraints.events
     if reply.provider_error is not None:
         error = reply.provider_error
         found.append(
@@ -187,6 +205,7 @@ class TurnDraft:
         scenario: dict[str, Any] | None = None,
         usage: TokenCounts | None = None,
         latency_ms: float = 0.0,
+        constraints: ConstraintReport | None = None,
     ) -> TurnRecord:
         with refused_as_invalid_data("the turn record"):
             return TurnRecord(
@@ -202,6 +221,8 @@ class TurnDraft:
                 scenario_state=scenario or {},
                 token_usage=usage or TokenCounts(),
                 latency_ms=latency_ms,
+                constraints_checked=constraints.checked if constraints else [],
+                constraints_failed=constraints.failures if constraints else [],
             )
 
     def episode(

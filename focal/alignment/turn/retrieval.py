@@ -5,9 +5,23 @@ scenario and step this turn answers from, compares only vectors of the embedder'
 returns candidates above ``rule_min_score``. Rules that are used up are dropped next:
 ``max_fires_per_session`` (0 = unlimited) counts earlier fires in this session, and a rule with
 ``cooldown_turns = N`` that fired at turn ``t`` sleeps through turns ``t+1 .. t+N`` and may fire
-again at ``t+N+1``. The survivors are ordered by score, then priority (then id, for a stable
-order), and the top ``max_rules`` are kept. Candidates are fetched generously
-(``rule_candidates``) so that rules dropped by the fires filter do not starve the top k.
+again at ``t+N+1``. Candidates are fetched generously (``rule_candidates``) so that rules dropped
+by the fires filter do not starve the top k.
+
+Order. Every candidate above the threshold is a match; the threshold decides *whether* a rule
+applies, ``priority`` decides *which* rules win a crowded turn. The survivors are ordered:
+
+1. hard constraints first (``is_hard_constraint``), all of them kept: they never count against
+   ``max_rules`` (and they apply to every turn of their scope anyway, matched or not: see
+   ``constraints.py``);
+2. then the other rules by ``priority`` (highest first), then score (highest first), then id
+   (a stable order); the first ``max_rules`` of them are kept.
+
+So a matched priority-100 rule is never pushed out by five better-scoring priority-0 FAQ rules.
+
+Relevance (optional, ``relevance_check``): before the cut, the ordered candidates other than hard
+constraints go through one structured LLM call (``relevance.py``) and those it says do not apply
+("I do NOT want a refund") are dropped, so the next candidates take their places.
 
 Memory. ``MemoryStore.vector_search_episodes`` for this customer only (never another customer's
 or tenant's episodes). Episodes of the current session that are already in the LLM history window
@@ -16,6 +30,7 @@ are skipped: sending them twice would only waste the context.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -54,6 +69,22 @@ def rule_is_spent(rule: Rule, session: Session, turn_number: int) -> bool:
     )
 
 
+RelevanceFilter = Callable[[list[RuleMatch]], Awaitable[list[RuleMatch]]]
+"""Keeps the candidates that really apply (``relevance.RelevanceCheck.keep``), in their order."""
+
+
+def match_order(match: RuleMatch) -> tuple[bool, int, float, str]:
+    """Sort key: hard constraints first, then priority desc, score desc, id."""
+    return (not match.rule.is_hard_constraint, -match.rule.priority, -match.score, str(match.rule.id))
+
+
+def kept_matches(ordered: list[RuleMatch], max_rules: int) -> list[RuleMatch]:
+    """Every hard constraint, plus the first ``max_rules`` other rules (``ordered`` by ``match_order``)."""
+    constraints = [m for m in ordered if m.rule.is_hard_constraint]
+    others = [m for m in ordered if not m.rule.is_hard_constraint]
+    return constraints + others[:max_rules]
+
+
 async def retrieve_rules(
     config_store: ConfigStore,
     session: Session,
@@ -64,7 +95,10 @@ async def retrieve_rules(
     step_id: UUID | None,
     turn_number: int,
     config: TurnConfig,
+    relevance: RelevanceFilter | None = None,
 ) -> list[RuleMatch]:
+    """The turn's matched rules, in ``match_order`` (see the module docstring);
+    ``max_rules = 0`` turns matching off (hard constraints still apply, unmatched)."""
     if config.max_rules == 0:
         return []
     candidates = await config_store.vector_search_rules(
@@ -81,8 +115,10 @@ async def retrieve_rules(
         for rule, score in candidates
         if score >= config.rule_min_score and not rule_is_spent(rule, session, turn_number)
     ]
-    live.sort(key=lambda match: (-match.score, -match.rule.priority, str(match.rule.id)))
-    return live[: config.max_rules]
+    live.sort(key=match_order)
+    if relevance is not None and live:
+        live = await relevance(live)
+    return kept_matches(live, config.max_rules)
 
 
 def record_fires(session: Session, matches: list[RuleMatch], turn_number: int) -> None:

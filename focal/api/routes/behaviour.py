@@ -7,6 +7,10 @@ re-embedded when their condition or action changes, or when they were embedded b
 GET, POST and PATCH return the object's ``revision`` as its ``ETag``; PATCH honours ``If-Match``
 and never loses a concurrent change (``focal.api.concurrency``). Ids a body refers to (scope_id,
 attached_template_ids) must be the agent's own (``focal.api.references``, 422 otherwise).
+
+Hard constraints and templates are checked against each other when either is written
+(``focal.api.constraint_guard``): a template that would break a constraint's patterns, or a
+constraint that an existing template (or the safe message) would break, is a 422.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from fastapi import APIRouter, Response, status
 
 from focal.alignment.models import Rule, Template, Variable
 from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
+from focal.api.constraint_guard import ConstraintGuard
 from focal.api.deps import AgentDep, ServicesDep, no_content_if_deleted, of_agent
 from focal.api.embeddings import embed_rule
 from focal.api.references import AgentReferences
@@ -52,6 +57,25 @@ async def _rule(services: FocalServices, agent: AgentDep, rule_id: UUID) -> Rule
     return of_agent(rule, agent, "rule", rule_id)
 
 
+def _guard(services: FocalServices, agent: AgentDep) -> ConstraintGuard:
+    return ConstraintGuard(services.config_store, agent, services.settings.turn.constraint_safe_message)
+
+
+# A rule PATCH that changes none of these leaves the constraint/template pairs as they were.
+_CONSTRAINT_FIELDS = (
+    "forbid_patterns",
+    "require_patterns",
+    "enabled",
+    "is_hard_constraint",
+    "scope",
+    "scope_id",
+)
+
+
+def _constraint_changed(new: Rule, old: Rule) -> bool:
+    return any(getattr(new, name) != getattr(old, name) for name in _CONSTRAINT_FIELDS)
+
+
 async def _check_references(
     services: FocalServices, agent: AgentDep, new: Rule | Template, old: Rule | Template | None = None
 ) -> None:
@@ -70,6 +94,7 @@ async def _check_references(
 async def create_rule(body: RuleCreate, agent: AgentDep, services: ServicesDep, response: Response) -> Rule:
     rule = build_model(Rule, {**body.model_dump(), **_owner(agent)})
     await _check_references(services, agent, rule)
+    await _guard(services, agent).check_rule(rule)
     rule = await embed_rule(services.embedding_provider, rule)
     await services.config_store.save_rule(rule)
     return with_etag(response, await _rule(services, agent, rule.id))
@@ -105,6 +130,8 @@ async def update_rule(
     async def write(current: Rule) -> None:
         updated = patched(current, changes)
         await _check_references(services, agent, updated, current)
+        if _constraint_changed(updated, current):
+            await _guard(services, agent).check_rule(updated)
         text_changed = (updated.condition_text, updated.action_text) != (
             current.condition_text,
             current.action_text,
@@ -140,6 +167,7 @@ async def create_template(
 ) -> Template:
     template = build_model(Template, {**body.model_dump(), **_owner(agent)})
     await _check_references(services, agent, template)
+    await _guard(services, agent).check_template(template)
     await services.config_store.save_template(template)
     return with_etag(response, await _template(services, agent, template.id))
 
@@ -175,6 +203,8 @@ async def update_template(
     async def write(current: Template) -> None:
         updated = patched(current, changes)
         await _check_references(services, agent, updated, current)
+        if (updated.text, updated.scope, updated.scope_id) != (current.text, current.scope, current.scope_id):
+            await _guard(services, agent).check_template(updated)
         await services.config_store.save_template(updated, expected_revision=current.revision)
 
     await read_modify_write(await reread(), reread, write, if_match=if_match, what=f"template {template_id}")

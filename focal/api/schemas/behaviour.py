@@ -10,8 +10,15 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
+from focal.alignment.constraint_patterns import (
+    MAX_JUDGE_INSTRUCTIONS_LENGTH,
+    MAX_PATTERN_LENGTH,
+    MAX_PATTERNS,
+    PatternError,
+    compiled,
+)
 from focal.alignment.models import (
     TOOL_ID_PATTERN,
     VARIABLE_NAME_PATTERN,
@@ -43,6 +50,36 @@ _REVISION = Field(description="row revision, also the ETag; +1 on every change")
 ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN.pattern, examples=["lookup_order"])]
 
 
+def _compiles(pattern: str) -> str:
+    try:
+        compiled(pattern)
+    except PatternError as exc:
+        raise ValueError(str(exc)) from exc
+    return pattern
+
+
+# A constraint pattern: RE2 syntax (see focal.alignment.constraint_patterns); a 422 names the
+# offending entry (``body.forbid_patterns.2``) and says why RE2 refused it.
+ConstraintPattern = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATTERN_LENGTH, examples=["(?i)\\bfull refund\\b"]),
+    AfterValidator(_compiles),
+]
+_FORBID: Any = Field(
+    default_factory=list,
+    max_length=MAX_PATTERNS,
+    description="hard constraints only: RE2 patterns no answer may match (case-sensitive unless (?i))",
+)
+_REQUIRE: Any = Field(
+    default_factory=list,
+    max_length=MAX_PATTERNS,
+    description="hard constraints only: RE2 patterns every answer must match",
+)
+_JUDGE_DESCRIPTION = (
+    "hard constraints only: what an LLM judge checks every generated answer for (null: no judge)"
+)
+
+
 class RuleCreate(RequestModel):
     name: Name
     description: str | None = None
@@ -57,6 +94,11 @@ class RuleCreate(RequestModel):
     is_hard_constraint: bool = False
     attached_tool_ids: list[ToolId] = Field(default_factory=list)
     attached_template_ids: list[UUID] = Field(default_factory=list, description="templates of this agent")
+    forbid_patterns: list[ConstraintPattern] = _FORBID
+    require_patterns: list[ConstraintPattern] = _REQUIRE
+    judge_instructions: NonBlankStr | None = Field(
+        default=None, max_length=MAX_JUDGE_INSTRUCTIONS_LENGTH, description=_JUDGE_DESCRIPTION
+    )
 
 
 class RuleUpdate(RequestModel):
@@ -73,6 +115,11 @@ class RuleUpdate(RequestModel):
     is_hard_constraint: NotNull[bool] = None
     attached_tool_ids: NotNull[list[ToolId]] = None
     attached_template_ids: NotNull[list[UUID]] = None
+    forbid_patterns: NotNull[list[ConstraintPattern]] = Field(default=None, max_length=MAX_PATTERNS)
+    require_patterns: NotNull[list[ConstraintPattern]] = Field(default=None, max_length=MAX_PATTERNS)
+    judge_instructions: NonBlankStr | None = Field(
+        default=None, max_length=MAX_JUDGE_INSTRUCTIONS_LENGTH, description=_JUDGE_DESCRIPTION
+    )
 
 
 class RuleOut(ResponseModel):
@@ -91,6 +138,9 @@ class RuleOut(ResponseModel):
     is_hard_constraint: bool
     attached_tool_ids: list[str]
     attached_template_ids: list[UUID]
+    forbid_patterns: list[str]
+    require_patterns: list[str]
+    judge_instructions: str | None
     embedding_model: str | None
     revision: int = _REVISION
     created_at: datetime

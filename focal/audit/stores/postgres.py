@@ -25,16 +25,19 @@ from focal.validation import check_limit, json_text
 __all__ = ["PostgresAuditStore"]
 
 _TURN_JSON_COLUMNS = ("context_extracted", "rules_matched", "scenario_state", "tools_executed", "token_usage")
+# Revision 0008: the hard constraints checked on the turn's answer and the violations found.
+_TURN_CONSTRAINT_COLUMNS = ("constraints_checked", "constraints_failed")
 _TURN_COLUMNS = (
     "id, tenant_id, agent_id, session_id, turn_number, user_message, assistant_response, "
-    "context_extracted, rules_matched, scenario_state, tools_executed, token_usage, latency_ms, created_at"
+    "context_extracted, rules_matched, scenario_state, tools_executed, token_usage, latency_ms, created_at, "
+    "constraints_checked, constraints_failed"
 )
 _EVENT_COLUMNS = "id, tenant_id, session_id, turn_id, event_type, event_data, created_at"
 
 
 def _turn_from_row(row: asyncpg.Record) -> TurnRecord:
     data: dict[str, Any] = dict(row)
-    for column in _TURN_JSON_COLUMNS:
+    for column in (*_TURN_JSON_COLUMNS, *_TURN_CONSTRAINT_COLUMNS):
         data[column] = json.loads(data[column])
     return TurnRecord.model_validate(data)
 
@@ -64,7 +67,7 @@ class PostgresAuditStore(AuditStore):
             await self._pool.execute(
                 f"INSERT INTO turn_records ({_TURN_COLUMNS}) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10::jsonb, $11::jsonb, "
-                "$12::jsonb, $13, $14)",
+                "$12::jsonb, $13, $14, $15::jsonb, $16::jsonb)",
                 turn.id,
                 turn.tenant_id,
                 turn.agent_id,
@@ -75,6 +78,7 @@ class PostgresAuditStore(AuditStore):
                 *(json_text(data[column], f"TurnRecord.{column}") for column in _TURN_JSON_COLUMNS),
                 turn.latency_ms,
                 turn.created_at,
+                *(json_text(data[column], f"TurnRecord.{column}") for column in _TURN_CONSTRAINT_COLUMNS),
             )
         return turn.id
 

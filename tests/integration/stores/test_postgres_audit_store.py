@@ -108,6 +108,8 @@ async def test_every_model_field_has_its_own_column(pg_pool: asyncpg.Pool) -> No
         "scenario_state",
         "tools_executed",
         "token_usage",
+        "constraints_checked",  # revision 0008
+        "constraints_failed",
     }
 
 

@@ -110,20 +110,22 @@ async def test_cooldown_turns_are_honoured(stack: TurnStack, tenant: UUID):
     assert fired == [True, False, False, True, False]
 
 
-async def test_top_k_ordered_by_score_then_priority(stack: TurnStack, tenant: UUID):
+async def test_top_k_ordered_by_priority_then_score(stack: TurnStack, tenant: UUID):
     agent = await stack.agent(tenant)
     low = await stack.rule(agent, "shipping cost", "Low priority.", priority=-5, name="low")
     high = await stack.rule(agent, "shipping cost", "High priority.", priority=50, name="high")
     best = await stack.rule(agent, "what is the shipping cost", "Exact match.", name="best")
+    plain = await stack.rule(agent, "shipping cost", "Same priority, lower score.", name="plain")
     await stack.rule(agent, "unrelated opening hours", "Never matches.")
+    config = TurnConfig(max_rules=3, rule_candidates=10)
 
-    result = await stack.turn(
-        agent, "what is the shipping cost", config=TurnConfig(max_rules=2, rule_candidates=10)
-    )
+    result = await stack.turn(agent, "what is the shipping cost", config=config)
 
-    assert [m.rule_id for m in result.matched_rules] == [best.id, high.id]
-    assert low.id not in {m.rule_id for m in result.matched_rules}
-    assert result.matched_rules[0].score > result.matched_rules[1].score
+    # priority first (high beats the better-scoring best), then score among equal priorities
+    assert [m.rule_id for m in result.matched_rules] == [high.id, best.id, plain.id]
+    scores = {m.rule_id: m.score for m in result.matched_rules}
+    assert scores[best.id] > scores[high.id] and scores[best.id] > scores[plain.id]
+    assert low.id not in scores  # the lowest priority is the one cut
 
 
 async def test_rules_of_another_embedding_model_never_match(stack: TurnStack, tenant: UUID):
