@@ -18,8 +18,8 @@ Behaves exactly like ``InMemoryConfigStore`` (the contract suite runs both); how
 - scenarios keep their transition embeddings in a bytea column and are read step by step
   (``postgres_scenarios``, ``scenario_codec``);
 - ``vector_search_rules``: see ``postgres_search``; tool activations, migration plans and
-  archives: see ``postgres_plans``; tool definitions: ``postgres_tools``; shared helpers: ``postgres_base``; row mapping:
-  ``postgres_rows``.
+  archives: see ``postgres_plans``; tool definitions: ``postgres_tools``; shared helpers:
+  ``postgres_base``; row mapping: ``postgres_rows``.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
 from focal.alignment.stores.postgres_base import LIVE
 from focal.alignment.stores.postgres_plans import PostgresPlansAndActivations
 from focal.alignment.stores.postgres_rows import AGENTS, RULES, SCENARIOS, TEMPLATES, VARIABLES
-from focal.alignment.stores.postgres_tools import PostgresToolDefinitions
 from focal.alignment.stores.postgres_scenarios import scenario_from_record, scenario_select
+from focal.alignment.stores.postgres_tools import PostgresToolDefinitions
 from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.db.translate import translate_pg_errors
 from focal.models import utc_now
