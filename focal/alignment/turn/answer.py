@@ -16,7 +16,7 @@ prompt layout in ``prompt.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from focal.alignment.models import Agent
 from focal.alignment.stores.config_store import ConfigStore
@@ -26,12 +26,14 @@ from focal.alignment.turn.records import Reply, TurnDraft
 from focal.alignment.turn.respond import TemplateCatalog, exclusive_answer, fallback_answer, suggested_texts
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
+from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner, converse, offered_tools
 from focal.audit.models import TokenCounts
 from focal.conversation.models import Session
-from focal.errors import InvalidDataError, InvalidResponseError, ProviderError
+from focal.errors import ConfigurationError, InvalidDataError, InvalidResponseError, ProviderError
 from focal.logging import get_logger
 from focal.memory.models import Episode
 from focal.providers.llm.base import LLMMessage, LLMProvider
+from focal.settings import ToolsSettings
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,26 @@ class AnswerContext:
     outcome: ScenarioOutcome
     memories: list[tuple[Episode, float]]
     history: list[LLMMessage]
+    # What the tool loop calls go into (resolver calls made before the answer are there already).
+    ledger: ToolLedger = field(default_factory=ToolLedger)
+    # The prompt's "Known values:" lines, (name, value text): see variables.TurnVariables.
+    known_values: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Answerer:
     """Produces a turn's ``Reply``; one instance serves every turn of a ``TurnEngine``."""
 
-    def __init__(self, config_store: ConfigStore, llm: LLMProvider, checks: TurnChecks) -> None:
+    def __init__(
+        self,
+        config_store: ConfigStore,
+        llm: LLMProvider,
+        checks: TurnChecks,
+        tools: ToolRunner | None = None,
+    ) -> None:
         self._config_store = config_store
         self._llm = llm
         self._checks = checks
+        self._tools = tools
 
     async def answer(self, ctx: AnswerContext) -> Reply:
         agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
@@ -69,6 +82,7 @@ class Answerer:
             suggestions=await suggested_texts(catalog, ctx.matches, outcome.step, session.variables),
             memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in ctx.memories],
             scenario_step=_step_line(outcome),
+            known_values=ctx.known_values,
         )
         try:
             return await self._generate(ctx, prompt)
@@ -94,13 +108,25 @@ class Answerer:
             )
 
     async def _generate(self, ctx: AnswerContext, prompt: str) -> Reply:
-        """The LLM's answer to ``prompt``; an answer no store can keep is ``InvalidResponseError``."""
-        response = await self._llm.generate(
+        """The LLM's answer to ``prompt``, after the tool loop when tools are offered
+        (``tool_loop.py``: its calls go into ``ctx.ledger``); an answer no store can keep is
+        ``InvalidResponseError``."""
+        agent = ctx.agent
+        tools = await offered_tools(
+            self._config_store, agent.tenant_id, agent.id, ctx.matches, ctx.outcome.step
+        )
+        if tools and self._tools is None:
+            raise ConfigurationError("tools are offered but the Answerer has no ToolRunner")
+        response, usage = await converse(
+            self._llm,
+            self._tools or _NO_TOOLS,
             prompt,
-            system_prompt=ctx.agent.system_prompt,
+            tools,
+            ctx.ledger,
+            system_prompt=agent.system_prompt,
             history=ctx.history,
-            max_tokens=ctx.agent.max_tokens,
-            temperature=ctx.agent.temperature,
+            max_tokens=agent.max_tokens,
+            temperature=agent.temperature,
         )
         answer = response.content.strip()
         if not answer:
@@ -113,10 +139,13 @@ class Answerer:
             ) from exc
         return Reply(
             answer,
-            usage=TokenCounts(**response.usage.model_dump()),
+            usage=TokenCounts(**usage.model_dump()),
             llm_model=response.model,
             finish_reason=response.finish_reason,
         )
+
+
+_NO_TOOLS = ToolRunner(None, ToolsSettings())  # for turns that offer no tool: never calls anything
 
 
 def _step_line(outcome: ScenarioOutcome) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -23,6 +23,10 @@ from focal.audit.models import AuditEvent, MatchedRule, TokenCounts, TurnRecord
 from focal.conversation.models import Session
 from focal.errors import InvalidDataError, ProviderError
 from focal.memory.models import Episode, EpisodeType
+
+if TYPE_CHECKING:
+    from focal.alignment.turn.tool_loop import ToolExecution
+    from focal.alignment.turn.variables import TurnVariables
 
 
 @dataclass
@@ -49,6 +53,8 @@ class Answered:
     outcome: ScenarioOutcome
     memories: list[tuple[Episode, float]]
     new_session: bool
+    tool_calls: tuple[ToolExecution, ...] = ()  # every tool call of the turn (tool_loop.ToolLedger)
+    variables: TurnVariables | None = None  # what the turn set (variables.py)
 
 
 def matched_rules(matches: list[RuleMatch]) -> list[MatchedRule]:
@@ -81,16 +87,42 @@ def build_writes(
         scenario=scenario_state(answered.outcome, session),
         usage=reply.usage,
         latency_ms=latency_ms,
+        tools=[call.record() for call in answered.tool_calls],
     )
+    events = build_events(record, answered.matches, answered.outcome, reply)
+    events += acting_events(record, answered)
+    variables = answered.variables
     return TurnWrites(
         session=session,
         record=record,
-        events=build_events(record, answered.matches, answered.outcome, reply),
+        events=events,
         episodes=[
             draft.episode(draft.message, draft.message_embedding, "customer", profile_id),
             draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
         ],
+        profile_fields=variables.profile_fields(draft.tenant_id, profile_id) if variables else [],
     )
+
+
+def acting_events(record: TurnRecord, answered: Answered) -> list[AuditEvent]:
+    """One ``tool_called`` event per tool call and one ``variable_set`` per value the turn set."""
+    found: list[tuple[str, dict[str, Any]]] = [("tool_called", call.event()) for call in answered.tool_calls]
+    if answered.variables is not None:
+        found += [
+            ("variable_set", {"name": change.name, "source": change.source})
+            for change in answered.variables.changes
+        ]
+    with refused_as_invalid_data("an audit event"):
+        return [
+            AuditEvent(
+                tenant_id=record.tenant_id,
+                session_id=record.session_id,
+                turn_id=record.id,
+                event_type=event_type,
+                event_data={"turn_number": record.turn_number, **data},
+            )
+            for event_type, data in found
+        ]
 
 
 def build_events(
@@ -187,6 +219,7 @@ class TurnDraft:
         scenario: dict[str, Any] | None = None,
         usage: TokenCounts | None = None,
         latency_ms: float = 0.0,
+        tools: list[dict[str, Any]] | None = None,
     ) -> TurnRecord:
         with refused_as_invalid_data("the turn record"):
             return TurnRecord(
@@ -202,6 +235,7 @@ class TurnDraft:
                 scenario_state=scenario or {},
                 token_usage=usage or TokenCounts(),
                 latency_ms=latency_ms,
+                tools_executed=tools or [],
             )
 
     def episode(
