@@ -103,7 +103,7 @@ class ToolExecution:
 
 @dataclass
 class ToolLedger:
-    """Every tool call of one turn, in the order they finished being decided."""
+    """Every tool call of one turn: resolvers first, then each round's calls in the model's order."""
 
     calls: list[ToolExecution] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -228,22 +228,26 @@ class ToolRunner:
     ) -> tuple[ToolResult, ...]:
         """Run one round's calls concurrently; one result per call, in the calls' order."""
         limit = self.settings.max_calls_per_round
+        own = [ToolLedger() for _ in calls]  # one per call: the turn's ledger keeps the calls' order
 
         async def one(index: int, call: ToolCall) -> ToolResult:
             tool = offered.get(call.name)
             if tool is None:
-                return self.refuse(ledger, call, round_number, f"tool {call.name!r} is not available")
+                return self.refuse(own[index], call, round_number, f"tool {call.name!r} is not available")
             if index >= limit:
                 message = f"more than {limit} calls in one round: this one was not made"
-                return self.refuse(ledger, call, round_number, message)
+                return self.refuse(own[index], call, round_number, message)
             outcome = await self.call(
-                tool, call.id, call.arguments, source="model", round_number=round_number, ledger=ledger
+                tool, call.id, call.arguments, source="model", round_number=round_number, ledger=own[index]
             )
             return ToolResult(
                 call_id=call.id, name=call.name, content=outcome.content, is_error=outcome.status != "ok"
             )
 
-        return tuple(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
+        results = tuple(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
+        for per_call in own:
+            ledger.calls.extend(per_call.calls)
+        return results
 
 
 async def converse(

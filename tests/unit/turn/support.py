@@ -35,6 +35,8 @@ from focal.profile.stores.store import ProfileStore
 from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
 from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, ModelT, StreamEvent, TokenUsage
+from focal.settings import ToolsSettings
+from focal.tools.executor import ToolExecutor
 
 DIMENSIONS = 1536  # the default dimension: fewer hash collisions than a small one, so scores are lexical
 
@@ -133,6 +135,8 @@ class TurnStack:
     session_store: SessionStore = field(default_factory=InMemorySessionStore)
     audit_store: AuditStore = field(default_factory=InMemoryAuditStore)
     profile_store: ProfileStore = field(default_factory=InMemoryProfileStore)
+    tool_executor: ToolExecutor | None = None
+    tools: ToolsSettings | None = None
 
     def engine(
         self, config: TurnConfig | None = None, *, embedder: EmbeddingProvider | None = None
@@ -147,6 +151,8 @@ class TurnStack:
             llm_provider=self.llm,
             embedding_provider=embedder or self.embedder,
             config=config,
+            tool_executor=self.tool_executor,
+            tools=self.tools,
         )
 
     async def agent(self, tenant_id: UUID, **fields: Any) -> Agent:
