@@ -19,15 +19,7 @@ from focal.tools.http import HttpToolExecutor
 from tests.support import new_tenant
 from tests.tool_server import ToolServer
 from tests.unit.turn.support import TurnStack
-from tests.unit.turn.tool_support import (  # noqa: F401 - fixtures
-    API_KEY,
-    activate,
-    executor,
-    http_tool,
-    lookup_order,
-    shop,
-    tool_server,
-)
+from tests.unit.turn.tool_support import API_KEY, activate, http_tool, lookup_order
 
 ORDER_RULE = ("where is my order status", "Look the order up and tell the customer its status.")
 

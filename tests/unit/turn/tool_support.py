@@ -1,20 +1,14 @@
-"""Builders shared by the tool and variable turn tests: a real loopback tool server, the
-executor on a real httpx client, tool definitions and activations."""
+"""Builders shared by the tool and variable turn tests: tool definitions and activations (the
+loopback tool server and the executor are fixtures in ``conftest.py``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import httpx
-import pytest
-import pytest_asyncio
 from pydantic import SecretStr
 
 from focal.alignment.models import Agent, ToolActivation, ToolDefinition
-from focal.tools.http import HttpToolExecutor
 from focal.tools.models import HttpToolSpec
-from tests.tool_server import ToolServer
 
 API_KEY = "k3y-s3cr3t-9f2c41"
 
@@ -23,26 +17,6 @@ ORDER_PARAMETERS: dict[str, Any] = {
     "properties": {"order_number": {"type": "string", "pattern": "^FD-[0-9]{5}$"}},
     "required": ["order_number"],
 }
-
-
-@pytest.fixture(scope="module")
-def tool_server() -> Iterator[ToolServer]:
-    server = ToolServer(api_key=API_KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def shop(tool_server: ToolServer) -> ToolServer:
-    tool_server.requests.clear()
-    tool_server.labels.clear()
-    return tool_server
-
-
-@pytest_asyncio.fixture
-async def executor() -> AsyncIterator[HttpToolExecutor]:
-    async with httpx.AsyncClient(trust_env=False) as client:
-        yield HttpToolExecutor(client)
 
 
 def lookup_order(tenant_id: Any, url: str, **fields: Any) -> ToolDefinition:
