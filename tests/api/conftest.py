@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
@@ -51,6 +52,18 @@ class ApiHarness:
 def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     return httpx.AsyncClient(transport=transport, base_url="http://focal.test")
+
+
+async def define_tool(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, Any]:
+    """Define a tool ``name`` in the caller's tenant (activations need a definition)."""
+    response = await client.post(
+        "/v1/tools",
+        json={"name": name, "http": {"url_template": f"https://tools.example/{name}"}},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
 
 
 @pytest_asyncio.fixture
