@@ -11,6 +11,8 @@ import pytest
 import pytest_asyncio
 
 from focal.tools.http import HttpToolExecutor
+from focal.demo_shop import DemoShop
+from tests.demo_support import running_demo_shop
 from tests.support import new_tenant
 from tests.tool_server import ToolServer
 from tests.unit.turn.support import RecordingLLM, TurnStack
@@ -50,3 +52,16 @@ def shop(tool_server: ToolServer) -> ToolServer:
 async def executor() -> AsyncIterator[HttpToolExecutor]:
     async with httpx.AsyncClient(trust_env=False) as client:
         yield HttpToolExecutor(client)
+
+
+@pytest.fixture(scope="session")
+def demo_shop_server() -> Iterator[DemoShop]:
+    with running_demo_shop() as shop:
+        yield shop
+
+
+@pytest.fixture
+def demo_shop(demo_shop_server: DemoShop) -> DemoShop:
+    """The demo shop, its labels cleared."""
+    demo_shop_server.labels.clear()
+    return demo_shop_server
