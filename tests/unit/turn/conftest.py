@@ -10,8 +10,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from focal.tools.http import HttpToolExecutor
 from focal.demo_shop import DemoShop
+from focal.tools.http import HttpToolExecutor
 from tests.demo_support import running_demo_shop
 from tests.support import new_tenant
 from tests.tool_server import ToolServer
