@@ -173,3 +173,36 @@ def test_the_model_refuses_inconsistent_definitions() -> None:
         definition(tenant, parameters={"type": "string"})
     with pytest.raises(ValueError):
         definition(tenant, name="Bad-Name")
+
+
+async def test_variable_sources_round_trip(config_store: ConfigStore) -> None:
+    from focal.alignment.models import VariableUpdatePolicy
+    from tests.contract.config_backends import saved_agent, variable
+
+    tenant = new_tenant()
+    owner = await saved_agent(config_store, tenant)
+    stored_variable = variable(
+        owner,
+        extraction_pattern=r"FD-(\d{5})",
+        extract_with_llm=True,
+        cache_ttl_seconds=300,
+        persist_to_profile=True,
+        resolver_tool_id="lookup_order",
+        update_policy=VariableUpdatePolicy.MERGE,
+    )
+    await config_store.save_variable(stored_variable)
+    read = await config_store.get_variable(tenant, stored_variable.id)
+    assert read is not None
+    assert (
+        read.extraction_pattern,
+        read.extract_with_llm,
+        read.cache_ttl_seconds,
+        read.persist_to_profile,
+    ) == (
+        r"FD-(\d{5})",
+        True,
+        300,
+        True,
+    )
+    with pytest.raises(ValueError):
+        variable(owner, extraction_pattern="(unclosed")
