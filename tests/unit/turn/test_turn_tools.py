@@ -11,7 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from focal.alignment.models import Agent, TemplateMode
-from focal.errors import ProviderUnavailableError
+from focal.conversation.models import Session
+from focal.conversation.stores.inmemory import InMemorySessionStore
+from focal.errors import ConflictError, ProviderUnavailableError
 from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
 from focal.providers.llm.types import ToolCall
 from focal.settings import ToolsSettings
@@ -271,3 +273,31 @@ async def test_the_secret_is_in_no_record_event_or_log_line(
     assert all(API_KEY not in repr(m.tool_rounds) for m in model.calls)
     assert logs and all(API_KEY not in repr(line) for line in logs)
     assert all(API_KEY not in record.getMessage() for record in caplog.records)
+
+
+class _SessionSavedMeanwhile(InMemorySessionStore):
+    """A session store where another turn saves the session between this turn's read and write."""
+
+    async def save(self, session: Session) -> Session:
+        if session.turn_count == 2:  # this turn's save: a concurrent turn got there first
+            raise ConflictError("session changed since it was read")
+        return await super().save(session)
+
+
+async def test_a_turn_refused_after_its_tool_call_writes_nothing_but_the_call_was_made(
+    model: ScriptedLLMProvider, executor: HttpToolExecutor, shop: ToolServer
+) -> None:
+    stack = TurnStack(llm=model, tool_executor=executor, session_store=_SessionSavedMeanwhile())
+    tenant = new_tenant()
+    agent = await _agent_with_lookup(stack, tenant, shop)
+    model.enqueue("Hello.")
+    first = await stack.turn(agent, "hello")
+    before = await stack.stored_state(agent, ["alice"])
+    model.enqueue(
+        ScriptedReply(tool_calls=[call("lookup_order", {"order_number": "FD-10234"})]), "Delivered."
+    )
+    with capture_logs() as logs, pytest.raises(ConflictError):
+        await stack.turn(agent, "where is my order status", session_id=first.session_id)
+    assert shop.paths() == ["/orders/FD-10234"]  # the outside world saw the call ...
+    assert await stack.stored_state(agent, ["alice"]) == before  # ... the stores saw nothing
+    assert [line["tool"] for line in logs if line["event"] == "tool_call"] == ["lookup_order"]  # the log did
