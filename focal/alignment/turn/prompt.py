@@ -7,7 +7,7 @@ customer's message last on a ``Customer:`` line. The offline provider
 it acknowledges the ``Customer:`` line. Real models read the same text as instructions.
 
 "Known values:" lists the turn's variables as ``- name: value`` lines (session values, then the
-agents' defaults): a real model reads them as facts, and the offline provider fills tool
+agent's defaults): a real model reads them as facts, and the offline provider fills tool
 arguments from them.
 
 Hard constraints get their own section after the rules: a real model must obey them, and the
