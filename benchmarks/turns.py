@@ -5,7 +5,8 @@ rule search, memory search, history, answer, session save, turn record, audit ev
 episodes) with the offline providers (``OfflineLLMProvider``, ``HashingEmbeddingProvider``), so
 what is measured is Focal's own cost: stores, serialisation, pipeline logic. The agent is the demo
 agent (``focal.demo``) and each conversation is ``DEMO_CONVERSATION`` (7 turns: rule answers,
-a scenario entered, advanced and finished) on its own channel identity.
+a scenario entered, advanced and finished, with an order lookup and a return label made through
+the demo shop's tools, served on loopback by ``focal.demo_shop``) on its own channel identity.
 
 Cases, in one run:
 
@@ -60,6 +61,7 @@ from focal.conversation.models import Channel
 from focal.db.embedded import EmbeddedPostgres, EmbeddedRedis, create_database
 from focal.db.migrate import upgrade
 from focal.demo import DEMO_CONVERSATION, load_demo_agent
+from focal.demo_shop import DemoShop, serve_demo_shop
 from focal.logging import configure_logging
 from focal.settings import Settings
 
@@ -117,15 +119,16 @@ async def conversation(engine: TurnEngine, tenant_id: UUID, agent_id: UUID, samp
 class TurnCase:
     """One store stack with the demo agent loaded; measured in slices so cases can interleave."""
 
-    def __init__(self, services: FocalServices) -> None:
+    def __init__(self, services: FocalServices, shop: DemoShop) -> None:
         self.services = services
+        self.shop = shop
         self.tenant_id = uuid4()
         self.engine = TurnEngine.from_services(services)
         self.sequential, self.concurrent = TurnSamples(), TurnSamples()
         self.sequential_s = self.concurrent_s = 0.0
 
     async def prepare(self, warmup: int) -> None:
-        self.agent_id = (await load_demo_agent(self.services, self.tenant_id)).id
+        self.agent_id = (await load_demo_agent(self.services, self.tenant_id, self.shop)).id
         for _ in range(warmup):
             await conversation(self.engine, self.tenant_id, self.agent_id, TurnSamples())
 
@@ -349,10 +352,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             redis_url = redis_server.url
 
         settings = settings_for(database_url, redis_url, args)
+        shop = DemoShop()  # the demo agent's tools call it (an order lookup, a return label)
+        await servers.enter_async_context(serve_demo_shop(shop))
         services, stack = await build_services(settings)
         async with stack:
-            production = TurnCase(services)
-            inmemory = TurnCase(build_memory_services(settings.model_copy(update={"storage": "memory"})))
+            production = TurnCase(services, shop)
+            inmemory = TurnCase(
+                build_memory_services(settings.model_copy(update={"storage": "memory"})), shop
+            )
             raw = RawRoundtrip(services)
             await interleaved(production, inmemory, raw, args)
             constraint_checks = await constraint_cost(args, services)

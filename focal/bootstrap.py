@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from focal.profile.stores.store import ProfileStore
     from focal.providers.embedding.base import EmbeddingProvider
     from focal.providers.llm.base import LLMProvider
+    from focal.tools.executor import ToolExecutor
 
 __all__ = ["FocalServices", "ReadinessChecks", "build_services", "open_services"]
 
@@ -134,7 +135,38 @@ class FocalServices:
     profile_store: ProfileStore
     llm_provider: LLMProvider
     embedding_provider: EmbeddingProvider
+    tool_executor: ToolExecutor
     checks: ReadinessChecks = field(default_factory=ReadinessChecks)
+
+
+def build_tool_executor(settings: Settings) -> ToolExecutor:
+    """The executor of every tenant's HTTP tools, on one shared ``httpx.AsyncClient`` it owns.
+
+    The client reads nothing from the environment (``trust_env=False``: no proxy or certificate
+    variables behind the settings' back) and follows no redirect itself (the executor follows
+    same-origin ones only). Each call is bounded by its tool's own timeout.
+    """
+    import httpx
+
+    from focal.tools.http import HttpToolExecutor, HttpToolOptions
+    from focal.tools.models import MAX_TOOL_TIMEOUT_SECONDS
+
+    options = settings.tools
+    client = httpx.AsyncClient(
+        trust_env=False,
+        follow_redirects=False,
+        timeout=httpx.Timeout(MAX_TOOL_TIMEOUT_SECONDS),
+        limits=httpx.Limits(max_connections=options.max_connections),
+    )
+    return HttpToolExecutor(
+        client,
+        HttpToolOptions(
+            allowed_hosts=options.allowed_hosts,
+            max_response_bytes=options.max_response_bytes,
+            max_redirects=options.max_redirects,
+        ),
+        owns_client=True,
+    )
 
 
 def _check_embedding_dimensions(settings: Settings, provider: EmbeddingProvider) -> None:
@@ -173,6 +205,7 @@ def build_memory_services(settings: Settings) -> FocalServices:
         profile_store=InMemoryProfileStore(),
         llm_provider=llm,
         embedding_provider=embedding,
+        tool_executor=build_tool_executor(settings),
         checks=ReadinessChecks(),
     )
 
@@ -303,6 +336,8 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
     await check_embedding_dimensions(pool, dimensions)
     client = await create_redis_client(redis_url, settings.redis)
     stack.push_async_callback(close_redis_client, client)
+    tool_executor = build_tool_executor(settings)
+    stack.push_async_callback(tool_executor.aclose)
 
     return FocalServices(
         settings=settings,
@@ -321,6 +356,7 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
         profile_store=PostgresProfileStore(pool),
         llm_provider=llm,
         embedding_provider=embedding,
+        tool_executor=tool_executor,
         checks=ReadinessChecks(
             pool=pool,
             redis=client,
@@ -341,6 +377,7 @@ async def build_services(settings: Settings) -> tuple[FocalServices, contextlib.
             services = build_memory_services(settings)
             stack.push_async_callback(services.llm_provider.aclose)
             stack.push_async_callback(services.embedding_provider.aclose)
+            stack.push_async_callback(services.tool_executor.aclose)
         elif settings.storage is StorageBackend.EXTERNAL:
             services = await _build_external_services(settings, stack)
         else:

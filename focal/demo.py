@@ -1,10 +1,22 @@
 """The demo agent, "Focal Demo Store": a small online shop's support agent that works offline.
 
-``load_demo_agent(services, tenant_id)`` creates it (or returns the live agent of that name if the
-tenant already has one) with a system prompt, seven rules (one hard constraint, one answering with
-an EXCLUSIVE template, one scoped to the return scenario), a "Return an item" scenario of five
-steps, SUGGEST / EXCLUSIVE / FALLBACK templates and three variables. Rule conditions, scenario
-entry and transition conditions are embedded with ``services.embedding_provider``.
+``load_demo_agent(services, tenant_id, shop)`` creates it (or returns the live agent of that name
+if the tenant already has one) with a system prompt, eight rules (one hard constraint, one
+answering with an EXCLUSIVE template, one scoped to the return scenario), a "Return an item"
+scenario of five steps, SUGGEST / EXCLUSIVE / FALLBACK templates, variables and two tools of the
+demo shop (``focal.demo_shop``, which ``focal demo`` serves on loopback):
+
+- the order number is collected into ``order_number`` (by pattern) and the reason into
+  ``return_reason``; each step waits until its field is filled;
+- ``order`` is resolved by the tool ``demo_lookup_order`` (the shop's ``GET /orders/{n}``) when
+  a template shows ``{order.item}``;
+- at the last step the model is offered ``demo_create_return_label`` (``POST /returns``), which
+  really creates the label in the shop (the offline model calls it with the known values).
+
+The tool definitions are tenant-wide and point at the shop's current URL with its key (their
+secret): every call updates them, since the shop's port changes with each start. Rule
+conditions, scenario entry and transition conditions are embedded with
+``services.embedding_provider``.
 
 The texts are written for the lexical ``HashingEmbeddingProvider``: conditions are lists of the
 words customers actually type ("return", "send back", "damaged", "yes create label") and avoid
@@ -19,6 +31,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
+from pydantic import SecretStr
+
 from focal.alignment.models import (
     Agent,
     Rule,
@@ -28,9 +42,14 @@ from focal.alignment.models import (
     StepTransition,
     Template,
     TemplateMode,
+    ToolActivation,
+    ToolDefinition,
     Variable,
 )
+from focal.demo_shop import KEY_HEADER, DemoShop
+from focal.errors import ConfigurationError
 from focal.logging import get_logger
+from focal.tools.models import HttpToolSpec
 
 if TYPE_CHECKING:
     from focal.bootstrap import FocalServices
@@ -55,8 +74,61 @@ SYSTEM_PROMPT = (
 )
 
 
-async def load_demo_agent(services: FocalServices, tenant_id: UUID) -> Agent:
-    """Create the demo agent in ``tenant_id``, or return the existing live one of that name."""
+LOOKUP_TOOL = "demo_lookup_order"
+LABEL_TOOL = "demo_create_return_label"
+ORDER_NUMBER_PATTERN = r"FD-\d{5}"
+_ORDER_NUMBER_PARAMETER = {
+    "type": "string",
+    "pattern": f"^{ORDER_NUMBER_PATTERN}$",
+    "description": "the order number, FD- and five digits",
+}
+
+
+async def define_demo_tools(services: FocalServices, tenant_id: UUID, shop: DemoShop) -> None:
+    """Create or update the demo shop's tools in ``tenant_id`` for the shop's current URL and key."""
+    if shop.url is None:
+        raise ConfigurationError("the demo shop is not being served: start it before loading the demo agent")
+    store = services.config_store
+    wanted = [
+        ToolDefinition(
+            tenant_id=tenant_id,
+            name=LOOKUP_TOOL,
+            description="Look an order of the shop up by its number (item, delivery date).",
+            parameters={
+                "type": "object",
+                "properties": {"order_number": _ORDER_NUMBER_PARAMETER},
+                "required": ["order_number"],
+            },
+            http=HttpToolSpec(url_template=f"{shop.url}/orders/{{order_number}}", secret_header=KEY_HEADER),
+            secret=SecretStr(shop.api_key),
+        ),
+        ToolDefinition(
+            tenant_id=tenant_id,
+            name=LABEL_TOOL,
+            description="Create the free return label of an order; the customer gets it by email.",
+            parameters={
+                "type": "object",
+                "properties": {
+                    "order_number": _ORDER_NUMBER_PARAMETER,
+                    "return_reason": {"type": "string", "description": "why the item goes back"},
+                },
+                "required": ["order_number", "return_reason"],
+            },
+            http=HttpToolSpec(method="POST", url_template=f"{shop.url}/returns", secret_header=KEY_HEADER),
+            secret=SecretStr(shop.api_key),
+        ),
+    ]
+    for definition in wanted:
+        existing = await store.get_tool_definition(tenant_id, definition.name)
+        if existing is not None:
+            definition = definition.model_copy(update={"id": existing.id})
+        await store.save_tool_definition(definition)
+
+
+async def load_demo_agent(services: FocalServices, tenant_id: UUID, shop: DemoShop) -> Agent:
+    """Create the demo agent in ``tenant_id``, or return the existing live one of that name; either
+    way the demo tools point at ``shop`` (which must be served: ``shop.url`` set)."""
+    await define_demo_tools(services, tenant_id, shop)
     store = services.config_store
     offset = 0
     while True:
@@ -118,20 +190,22 @@ async def _populate(services: FocalServices, agent: Agent) -> None:
     )
     ask_reason = template(
         "Return: ask reason",
-        "Thank you. Why are you sending it back: is it damaged, the wrong item, or did you change your mind?",
+        "Thank you. I found order {order_number}: your {order.item}, delivered on {order.delivered_on}. "
+        "Why are you sending it back: is it damaged, the wrong item, or did you change your mind?",
         TemplateMode.EXCLUSIVE,
     )
     confirm = template(
         "Return: confirm",
-        "Understood. Items can be returned within {return_window_days} days and the return label is free. "
-        "Shall I create the return label? Please answer yes or no.",
+        "Understood ({return_reason}). Items can be returned within {return_window_days} days and the "
+        "return label is free. Shall I create the return label for your {order.item}? "
+        "Please answer yes or no.",
         TemplateMode.EXCLUSIVE,
     )
     registered = template(
         "Return: registered",
-        "Done! The return label is on its way to your email. Pack the item and drop it at any post office; "
-        "we refund you within 14 days of receiving it.",
-        TemplateMode.EXCLUSIVE,
+        "Done! The return label for order {order_number} is on its way to your email. Pack the item and "
+        "drop it at any post office; we refund you within 14 days of receiving it.",
+        TemplateMode.SUGGEST,
     )
     cancelled = template(
         "Return: cancelled",
@@ -154,6 +228,36 @@ async def _populate(services: FocalServices, agent: Agent) -> None:
             description=description,
         )
         await store.save_variable(variable)
+    for variable in (
+        Variable(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name="order_number",
+            description="The order the customer returns an item from (FD- and five digits)",
+            extraction_pattern=ORDER_NUMBER_PATTERN,
+        ),
+        Variable(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name="return_reason",
+            description="Why the item goes back",
+            extraction_pattern=r"(?i)\b(damaged|broken|wrong item|changed my mind|too small|too big)\b",
+            extract_with_llm=True,
+        ),
+        Variable(
+            tenant_id=agent.tenant_id,
+            agent_id=agent.id,
+            name="order",
+            description="The order as the shop knows it",
+            resolver_tool_id=LOOKUP_TOOL,
+            cache_ttl_seconds=300,
+        ),
+    ):
+        await store.save_variable(variable)
+    for tool_id in (LOOKUP_TOOL, LABEL_TOOL):
+        await store.save_tool_activation(
+            ToolActivation(tenant_id=agent.tenant_id, agent_id=agent.id, tool_id=tool_id)
+        )
 
     # --- the return scenario ---------------------------------------------------------------
     step_ids = {key: uuid4() for key in ("order", "reason", "confirm", "registered", "cancelled")}
@@ -207,7 +311,14 @@ async def _populate(services: FocalServices, agent: Agent) -> None:
                 collects_fields=["return_reason"],
             ),
             step("confirm", "Confirm the return", "State the policy and ask for confirmation.", confirm),
-            step("registered", "Return registered", "The label is sent.", registered, is_terminal=True),
+            step(
+                "registered",
+                "Return registered",
+                "Create the return label with the tool, then confirm it is on its way.",
+                registered,
+                is_terminal=True,
+                tool_ids=[LABEL_TOOL],
+            ),
             step(
                 "cancelled", "Return cancelled", "The customer keeps the item.", cancelled, is_terminal=True
             ),

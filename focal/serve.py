@@ -248,11 +248,17 @@ async def _serve_async(plan: ServePlan, settings: Settings, *, migrate_dsn: str 
         app = create_app(settings, services=services)
         demo_agent_id: UUID | None = None
         if demo:
+            # The demo shop (focal.demo_shop) runs in this process on a free loopback port, for as
+            # long as the API does; the demo agent's tools call it.
             from focal.demo import load_demo_agent
+            from focal.demo_shop import DemoShop, serve_demo_shop
 
+            shop = DemoShop()
+            shop_url = await stack.enter_async_context(serve_demo_shop(shop))
             tenant_id = plan.tenant_id or uuid4()
             plan.tenant_id = tenant_id
-            demo_agent_id = (await load_demo_agent(services, tenant_id)).id
+            demo_agent_id = (await load_demo_agent(services, tenant_id, shop)).id
+            typer.echo(f"Demo shop: {shop_url} (orders FD-10234, FD-10235, FD-10236)", err=True)
         host, port = settings.server.host, settings.server.port
         # Bind before printing anything: a port in use is a clear error, and --port 0 shows the real port.
         try:

@@ -13,14 +13,17 @@ Stores and providers never read the environment: whoever builds them passes thes
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -147,6 +150,53 @@ class TurnSettings(_Section):
         return self
 
 
+_HOST_ENTRY = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?)$")
+
+
+class ToolsSettings(_Section):
+    """Outbound tool calls (``focal.tools``) and the tool loop of a turn (``FOCAL_TOOLS__*``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Hosts tools may call: "*" (any), "api.example.com", or "*.example.com" (the domain and its
+    # subdomains). A JSON list or a comma-separated string. Redirects never leave a tool's origin.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ("*",)
+    # Model rounds that may call tools in one turn; then one last call that may not (tool_choice none).
+    max_rounds: int = Field(default=3, ge=1, le=10)
+    # Calls the model may ask for in one round; the calls beyond are refused (status "invalid").
+    max_calls_per_round: int = Field(default=8, ge=1, le=64)
+    # A tool's response body is read up to this size; a larger one is an error outcome.
+    max_response_bytes: int = Field(default=65_536, ge=1024, le=16_777_216)
+    # Size of a call's result (and arguments) kept in TurnRecord.tools_executed; larger ones are cut.
+    record_result_bytes: int = Field(default=4_096, ge=256, le=1_048_576)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    # Connections the shared HTTP client keeps open to tool servers, across every tenant.
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_host_names(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        if not hosts:
+            raise ValueError("allowed_hosts is empty: list the hosts tools may call, or '*' for any")
+        for host in hosts:
+            if not _HOST_ENTRY.match(host):
+                raise ValueError(
+                    f"allowed_hosts entry {host!r} is not '*', a host name or '*.domain' "
+                    "(no scheme, port or path)"
+                )
+        return hosts
+
+
 # HS256 signs with HMAC-SHA256: a key shorter than its 32-byte output weakens every token
 # (RFC 7518 section 3.2 requires at least 256 bits), and short secrets are the guessable ones.
 JWT_SECRET_MIN_BYTES = 32
@@ -202,6 +252,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = EmbeddingSettings()
     llm: LLMSettings = LLMSettings()
     turn: TurnSettings = TurnSettings()
+    tools: ToolsSettings = ToolsSettings()
     auth: AuthSettings = AuthSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()

@@ -24,13 +24,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any, Literal, Self
 from uuid import UUID, uuid4
 
-from pydantic import AwareDatetime, Field, JsonValue, model_validator
+from pydantic import AwareDatetime, Field, JsonValue, SecretStr, field_validator, model_validator
 
 from focal.conversation.models import Channel
+from focal.errors import InvalidDataError
 from focal.models import MAX_INT4, FocalModel, JsonDict, require_embedding_model, utc_now
+from focal.tools.models import HttpToolSpec, url_placeholders
+from focal.tools.schema import check_parameters_schema
 
 TOOL_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """Tool ids: a lower-case letter, then up to 63 lower-case letters, digits or underscores. They
@@ -158,6 +161,9 @@ class ScenarioStep(FocalModel):
     template_ids: list[UUID] = Field(default_factory=list)
     is_terminal: bool = False
     collects_fields: list[str] = Field(default_factory=list)
+    # Tools (definition names) offered to the model while the session is at this step, besides
+    # those attached to matched rules; a tool must also be activated for the agent.
+    tool_ids: list[str] = Field(default_factory=list)
 
 
 class Scenario(FocalModel):
@@ -221,7 +227,7 @@ class ScenarioLimits:
     max_description_length: int = 2_000  # scenario and step descriptions
     max_tags: int = 32
     max_tag_length: int = 64
-    max_step_references: int = 32  # rule_ids, template_ids and collects_fields of one step (each)
+    max_step_references: int = 32  # rule_ids, template_ids, collects_fields, tool_ids of a step (each)
     max_field_name_length: int = 255  # an entry of collects_fields
 
 
@@ -256,6 +262,7 @@ def scenario_limit_errors(scenario: Scenario, limits: ScenarioLimits = SCENARIO_
         more(step.rule_ids, limits.max_step_references, f"{where} rule_ids")
         more(step.template_ids, limits.max_step_references, f"{where} template_ids")
         more(step.collects_fields, limits.max_step_references, f"{where} collects_fields")
+        more(step.tool_ids, limits.max_step_references, f"{where} tool_ids")
         for name in step.collects_fields:
             longer(name, limits.max_field_name_length, f"{where} collects_fields entry")
         for transition in step.transitions:
@@ -281,7 +288,24 @@ class Template(_Scoped):
 VARIABLE_NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+MAX_EXTRACTION_PATTERN_LENGTH = 500
+
+
 class Variable(FocalModel):
+    """A value an agent keeps per session (``Session.variables``), and where it comes from.
+
+    - ``resolver_tool_id``: a tool run before the answer when a template or the prompt of the
+      turn needs the value and it is missing or older than ``cache_ttl_seconds`` (None: never
+      expires). The tool's arguments are the session's variables of the same names.
+    - ``extraction_pattern`` (a regular expression; the whole match, or its first group when it
+      has one, is the value) and ``extract_with_llm`` (the model's structured output): how the
+      value is taken from the customer's message while a step that collects it is current.
+    - ``update_policy``: how a new value combines with the current one (REPLACE; APPEND to a
+      list; MERGE an object into an object).
+    - ``persist_to_profile``: each new value is also written to the customer's profile field of
+      the variable's name (with history).
+    """
+
     id: UUID = Field(default_factory=uuid4)
     tenant_id: UUID
     agent_id: UUID
@@ -289,11 +313,82 @@ class Variable(FocalModel):
     description: str | None = None
     default_value: JsonValue = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
-    resolver_tool_id: str | None = None
+    resolver_tool_id: str | None = None  # the API admits TOOL_ID_PATTERN names only
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_INT4)
+    extraction_pattern: str | None = Field(
+        default=None, min_length=1, max_length=MAX_EXTRACTION_PATTERN_LENGTH
+    )
+    extract_with_llm: bool = False
+    persist_to_profile: bool = False
     revision: int = _revision()
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     deleted_at: AwareDatetime | None = None
+
+    @field_validator("extraction_pattern")
+    @classmethod
+    def _pattern_compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"extraction_pattern is not a valid regular expression: {exc}") from exc
+        return pattern
+
+
+def _empty_parameters() -> JsonDict:
+    return {"type": "object", "properties": {}}
+
+
+MAX_TOOL_DESCRIPTION_LENGTH = 4_000
+MAX_TOOL_SECRET_LENGTH = 4_096
+
+
+class ToolDefinition(FocalModel):
+    """A tool of a tenant: what the model is told (``name``, ``description``, the JSON Schema of
+    its ``parameters``) and how Focal calls it (``kind`` "http": ``http``).
+
+    ``name`` is the tool's key: activations (``ToolActivation.tool_id``), rules
+    (``attached_tool_ids``), steps (``tool_ids``) and variables (``resolver_tool_id``) name it.
+    Live names are unique per tenant.
+
+    ``secret`` is the value of the header ``http.secret_header``: write-only over the API, hidden
+    in ``repr`` and in JSON dumps (``SecretStr``), never logged, and sent only to this tool's own
+    URL. Every ``{placeholder}`` of the URL template must be a declared parameter.
+    """
+
+    id: UUID = Field(default_factory=uuid4)
+    tenant_id: UUID
+    name: str = Field(pattern=TOOL_ID_PATTERN.pattern, description="see TOOL_ID_PATTERN")
+    description: str = Field(default="", max_length=MAX_TOOL_DESCRIPTION_LENGTH)
+    parameters: JsonDict = Field(default_factory=_empty_parameters)
+    kind: Literal["http"] = "http"
+    http: HttpToolSpec
+    secret: SecretStr | None = Field(default=None, min_length=1, max_length=MAX_TOOL_SECRET_LENGTH)
+    revision: int = _revision()
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    deleted_at: AwareDatetime | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters_are_a_schema(cls, parameters: JsonDict) -> JsonDict:
+        try:
+            check_parameters_schema(parameters)
+        except InvalidDataError as exc:
+            raise ValueError(str(exc)) from exc
+        return parameters
+
+    @model_validator(mode="after")
+    def _consistent_call(self) -> Self:
+        declared = self.parameters.get("properties")
+        names = set(declared) if isinstance(declared, dict) else set()
+        missing = [p for p in url_placeholders(self.http.url_template) if p not in names]
+        if missing:
+            raise ValueError(f"url_template placeholders are not declared parameters: {', '.join(missing)}")
+        if self.secret is not None and self.http.secret_header is None:
+            raise ValueError("a secret needs http.secret_header, the header that carries it")
+        return self
 
 
 class ToolActivation(FocalModel):

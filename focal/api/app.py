@@ -21,7 +21,18 @@ from focal.api.middleware import (
     RequestTextMiddleware,
 )
 from focal.api.openapi import install_openapi
-from focal.api.routes import agents, behaviour, memory, ops, profiles, scenarios, sessions, tools
+from focal.api.routes import (
+    agents,
+    behaviour,
+    memory,
+    ops,
+    profiles,
+    scenarios,
+    session_variables,
+    sessions,
+    tool_definitions,
+    tools,
+)
 from focal.api.routes.chat import router as chat_router
 from focal.bootstrap import FocalServices, build_services
 from focal.errors import ConfigurationError
@@ -96,8 +107,10 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
     app.include_router(behaviour.router)
     app.include_router(scenarios.router)
     app.include_router(tools.router)
+    app.include_router(tool_definitions.router)
     app.include_router(chat_router)
     app.include_router(sessions.router)
+    app.include_router(session_variables.router)
     app.include_router(profiles.router)
     app.include_router(memory.router)
     return app

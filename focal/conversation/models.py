@@ -53,6 +53,8 @@ class Session(FocalModel):
     status: SessionStatus = SessionStatus.ACTIVE
     config_version: int = Field(default=1, ge=1, le=MAX_INT4)
     variables: JsonDict = Field(default_factory=dict)
+    # When each variable was last set (by a turn or an operator): resolver caches expire by it.
+    variables_set_at: dict[str, AwareDatetime] = Field(default_factory=dict)
     active_scenario_id: UUID | None = None
     active_scenario_version: int | None = Field(default=None, le=MAX_INT4)
     current_step_id: UUID | None = None

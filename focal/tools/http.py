@@ -9,12 +9,15 @@
 - **Secret**: the definition's secret header is added to this tool's requests only, and any echo
   of the secret in a response or error is replaced by ``[redacted]``. Log lines carry the tool
   name, host, status and latency, never headers, arguments or bodies.
+- **Results**: a JSON body is decoded into ``result`` made storable (``focal.tools.record``:
+  no NaN, NUL or lone surrogates, nesting bounded); ``content`` keeps the text the model reads.
 - **Bounds**: the whole call (redirects included) must finish within the tool's
   ``timeout_seconds`` (status ``timeout``); the response body is read up to ``max_response_bytes``
   (over it: status ``error``). A 2xx answer is ``ok``; anything else ``error``. The executor never
   raises for what the remote side does: a failed call is an outcome the model is told about.
 
-The ``httpx.AsyncClient`` is given (dependency injection) and never closed here.
+The ``httpx.AsyncClient`` is given (dependency injection); ``aclose`` closes it only when the
+executor was given it to own (``owns_client=True``, as ``focal.bootstrap`` does).
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from focal.logging import get_logger
+from focal.tools.executor import ToolExecutor
 from focal.tools.models import HttpToolSpec, ToolOutcome, url_placeholders
+from focal.tools.record import storable
 
 _log = get_logger("focal.tools")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -58,12 +63,19 @@ def host_allowed(host: str, allowed_hosts: Sequence[str]) -> bool:
     return False
 
 
-class HttpToolExecutor:
+class HttpToolExecutor(ToolExecutor):
     """Runs ``http`` tools; one instance (and one client) serves every tenant."""
 
-    def __init__(self, client: httpx.AsyncClient, options: HttpToolOptions | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, options: HttpToolOptions | None = None, *, owns_client: bool = False
+    ) -> None:
         self._client = client
         self._options = options or HttpToolOptions()
+        self._owns_client = owns_client
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
 
     async def execute(
         self, name: str, spec: HttpToolSpec, arguments: Mapping[str, Any], *, secret: str | None = None
@@ -113,7 +125,11 @@ class HttpToolExecutor:
         except httpx.HTTPError as exc:
             message = f"request failed: {type(exc).__name__}"
             return done(status="error", content=message, error=message)
-        result = _decode(body, content_type)
+        try:
+            # storable: no NaN, NUL or lone surrogate, nesting bounded (focal.tools.record)
+            result = storable(_decode(body, content_type))
+        except RecursionError:  # JSON nested deeper than the parser's stack: keep it as text
+            result = storable(body.decode("utf-8", errors="replace"))
         text = body.decode("utf-8", errors="replace")
         if 200 <= status < 300:
             return done(status="ok", content=text, result=result, http_status=status)

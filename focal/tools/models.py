@@ -18,7 +18,7 @@ ToolStatus = Literal["ok", "error", "timeout", "invalid"]
 
 # Headers the executor owns: a definition may not set them.
 RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection"})
-MAX_TIMEOUT_SECONDS = 60.0
+MAX_TOOL_TIMEOUT_SECONDS = 60.0
 
 
 def url_placeholders(template: str) -> list[str]:
@@ -35,7 +35,7 @@ class HttpToolSpec(BaseModel):
     method: HttpMethod = "GET"
     url_template: str = Field(min_length=1, max_length=2048)
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(default=5.0, gt=0, le=MAX_TIMEOUT_SECONDS)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=MAX_TOOL_TIMEOUT_SECONDS)
     secret_header: str | None = Field(default=None, min_length=1, max_length=128)
 
     @field_validator("url_template")

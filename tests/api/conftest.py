@@ -7,18 +7,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
 from focal.api.app import create_app
 from focal.api.auth import mint_token
 from focal.bootstrap import FocalServices, build_memory_services
+from focal.demo_shop import DemoShop
 from focal.settings import Settings
+from tests.demo_support import running_demo_shop
 from tests.support import TEST_EMBEDDING_DIMENSIONS
 
 JWT_SECRET = "test-secret-long-enough-for-hs256-and-hs512-0123456789abcdefghijklmnop"
@@ -53,6 +57,18 @@ def asgi_client(app: FastAPI, *, raise_app_exceptions: bool = True) -> httpx.Asy
     return httpx.AsyncClient(transport=transport, base_url="http://focal.test")
 
 
+async def define_tool(client: httpx.AsyncClient, headers: dict[str, str], name: str) -> dict[str, Any]:
+    """Define a tool ``name`` in the caller's tenant (activations need a definition)."""
+    response = await client.post(
+        "/v1/tools",
+        json={"name": name, "http": {"url_template": f"https://tools.example/{name}"}},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 @pytest_asyncio.fixture
 async def api() -> AsyncIterator[ApiHarness]:
     settings = memory_settings()
@@ -61,3 +77,16 @@ async def api() -> AsyncIterator[ApiHarness]:
     tenant_id = uuid4()
     async with asgi_client(app) as client:
         yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
+
+
+@pytest.fixture(scope="session")
+def demo_shop_server() -> Iterator[DemoShop]:
+    with running_demo_shop() as shop:
+        yield shop
+
+
+@pytest.fixture
+def demo_shop(demo_shop_server: DemoShop) -> DemoShop:
+    """The demo shop (``focal.demo_shop``) on loopback, its labels cleared."""
+    demo_shop_server.labels.clear()
+    return demo_shop_server

@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from tests.api.conftest import ApiHarness, bearer
+from tests.api.conftest import ApiHarness, bearer, define_tool
 
 
 @pytest.fixture
@@ -169,6 +169,7 @@ async def test_variable_crud_and_conflict(api: ApiHarness, base: str) -> None:
 
 
 async def test_tool_activation_crud_and_conflict(api: ApiHarness, base: str) -> None:
+    await define_tool(api.client, api.headers, "lookup_order")
     created = await api.client.post(
         f"{base}/tools",
         json={"tool_id": "lookup_order", "policy_overrides": {"timeout": 3}},

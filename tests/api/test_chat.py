@@ -14,6 +14,7 @@ from focal.api.app import create_app
 from focal.bootstrap import build_memory_services
 from focal.conversation.models import Channel, SessionStatus
 from focal.demo import DEMO_CONVERSATION, load_demo_agent
+from focal.demo_shop import DemoShop
 from focal.errors import InvalidResponseError, ProviderUnavailableError
 from tests.api.conftest import ApiHarness, asgi_client, bearer, memory_settings
 from tests.unit.turn.support import RecordingLLM
@@ -99,8 +100,8 @@ async def test_chat_with_an_agent_configured_over_the_api(chat_api: ApiHarness):
     assert [t["user_message"] for t in turns.json()["items"]] == ["How much is shipping?", "thanks"]
 
 
-async def test_demo_conversation_over_http(chat_api: ApiHarness):
-    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id)
+async def test_demo_conversation_over_http(demo_shop: DemoShop, chat_api: ApiHarness):
+    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id, demo_shop)
     session_id = None
     steps = []
     for message in DEMO_CONVERSATION:
@@ -118,6 +119,17 @@ async def test_demo_conversation_over_http(chat_api: ApiHarness):
         "Confirm the return",
         "Return registered",
     ]
+    # the label was really created in the shop, by the tool the model called at the last step
+    assert [label["order_number"] for label in demo_shop.labels.values()] == ["FD-10234"]
+    turns = await chat_api.client.get(f"/v1/sessions/{session_id}/turns", headers=chat_api.headers)
+    executed = [t["tools_executed"] for t in turns.json()["items"]]
+    assert [[(c["name"], c["status"]) for c in calls] for calls in executed][3:6] == [
+        [("demo_lookup_order", "ok")],
+        [],
+        [("demo_create_return_label", "ok")],
+    ]
+    variables = await chat_api.client.get(f"/v1/sessions/{session_id}/variables", headers=chat_api.headers)
+    assert variables.json()["variables"]["order"]["item"] == "electric kettle"
 
 
 @pytest.mark.parametrize(
@@ -133,19 +145,21 @@ async def test_demo_conversation_over_http(chat_api: ApiHarness):
         _body("hi", user_channel_id="  "),
     ],
 )
-async def test_bad_bodies_are_422_and_write_nothing(chat_api: ApiHarness, body: dict[str, Any]):
-    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id)
+async def test_bad_bodies_are_422_and_write_nothing(
+    demo_shop: DemoShop, chat_api: ApiHarness, body: dict[str, Any]
+):
+    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id, demo_shop)
     response = await chat_api.client.post(f"/v1/agents/{agent.id}/chat", json=body, headers=chat_api.headers)
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "validation_error"
     assert await _written(chat_api, agent.id) == ([], [], [], [])
 
 
-async def test_unknown_foreign_and_disabled_agents_and_sessions(chat_api: ApiHarness):
+async def test_unknown_foreign_and_disabled_agents_and_sessions(demo_shop: DemoShop, chat_api: ApiHarness):
     client, headers, services = chat_api.client, chat_api.headers, chat_api.services
-    agent = await load_demo_agent(services, chat_api.tenant_id)
+    agent = await load_demo_agent(services, chat_api.tenant_id, demo_shop)
     other_tenant = uuid4()
-    foreign_agent = await load_demo_agent(services, other_tenant)
+    foreign_agent = await load_demo_agent(services, other_tenant, demo_shop)
     foreign_turn = await client.post(
         f"/v1/agents/{foreign_agent.id}/chat", json=_body("hello"), headers=bearer(other_tenant)
     )
@@ -204,8 +218,8 @@ async def test_provider_failure_without_fallback_is_5xx_and_saves_nothing(
     assert profile is None
 
 
-async def test_fallback_template_answers_over_http(chat_api: ApiHarness):
-    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id)
+async def test_fallback_template_answers_over_http(demo_shop: DemoShop, chat_api: ApiHarness):
+    agent = await load_demo_agent(chat_api.services, chat_api.tenant_id, demo_shop)
     chat_api.services.llm_provider = RecordingLLM(fail_with=ProviderUnavailableError("vendor down"))
     response = await chat_api.client.post(
         f"/v1/agents/{agent.id}/chat", json=_body("hello"), headers=chat_api.headers
@@ -235,12 +249,14 @@ async def test_concurrent_turns_on_one_session_one_gets_409(chat_api: ApiHarness
     assert [t["id"] for t in turns] == [first["turn_id"], winner["turn_id"]]
 
 
-async def test_a_tenant_id_in_the_body_is_422_and_writes_nothing_for_either_tenant(chat_api: ApiHarness):
+async def test_a_tenant_id_in_the_body_is_422_and_writes_nothing_for_either_tenant(
+    demo_shop: DemoShop, chat_api: ApiHarness
+):
     """The tenant comes from the token only: a body naming another tenant is refused outright."""
     services, tenant = chat_api.services, chat_api.tenant_id
-    agent = await load_demo_agent(services, tenant)
+    agent = await load_demo_agent(services, tenant, demo_shop)
     other_tenant = uuid4()
-    other_agent = await load_demo_agent(services, other_tenant)
+    other_agent = await load_demo_agent(services, other_tenant, demo_shop)
 
     for agent_id in (agent.id, other_agent.id):
         response = await chat_api.client.post(

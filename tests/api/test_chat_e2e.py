@@ -4,6 +4,7 @@ pointed at the loopback vendor fake, everything built by ``build_services`` from
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,8 @@ import pytest_asyncio
 from focal.api.app import create_app
 from focal.bootstrap import FocalServices, build_services
 from focal.conversation.models import Channel
-from focal.demo import DEMO_CONVERSATION, load_demo_agent
+from focal.demo import DEMO_CONVERSATION, LABEL_TOOL, load_demo_agent
+from focal.demo_shop import DemoShop
 from focal.providers.llm.anthropic import AnthropicProvider
 from focal.providers.llm.base import GenerationRequest, LLMProvider, LLMResponse, ModelT, StreamEvent
 from focal.settings import Settings
@@ -29,6 +31,7 @@ from tests.unit.providers.fake_vendor import (
     anthropic_message,
     openai_completion,
     openai_error,
+    openai_tool_calls,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -192,8 +195,13 @@ async def test_conversation_memory_and_failures_on_postgres_and_redis(e2e: E2E):
     assert "blender?" not in e2e.llm_requests()[-1]["messages"][-1]["content"]
 
 
-async def test_demo_scenario_runs_from_templates_without_the_vendor(e2e: E2E):
-    agent = await load_demo_agent(e2e.services, e2e.tenant_id)
+async def test_demo_scenario_creates_the_label_through_the_vendors_tool_call(demo_shop: DemoShop, e2e: E2E):
+    agent = await load_demo_agent(e2e.services, e2e.tenant_id, demo_shop)
+    arguments = {"order_number": "FD-10234", "return_reason": "damaged"}
+    e2e.vendor.enqueue(
+        Reply(body=openai_tool_calls([("call_label", LABEL_TOOL, arguments)])),
+        Reply(body=openai_completion("Your return label is on its way.")),
+    )
     session_id = None
     steps: list[str | None] = []
     for message in DEMO_CONVERSATION[2:6]:
@@ -208,12 +216,23 @@ async def test_demo_scenario_runs_from_templates_without_the_vendor(e2e: E2E):
         "Confirm the return",
         "Return registered",
     ]
-    assert e2e.llm_requests() == []  # every answer came from an EXCLUSIVE step template
+    # The first three answers came from EXCLUSIVE step templates; the last step offered the tool.
+    first, second = e2e.llm_requests()
+    assert [t["function"]["name"] for t in first["tools"]] == [LABEL_TOOL]
+    assert "- order_number: FD-10234" in first["messages"][-1]["content"]  # the Known values
+    (result,) = [m for m in second["messages"] if m["role"] == "tool"]
+    assert json.loads(result["content"])["label_id"] == "RL-00001"
+    assert demo_shop.labels["FD-10234"]["return_reason"] == "damaged"
+    assert response.json()["response"] == "Your return label is on its way."
     assert session_id is not None
     session = await e2e.services.session_store.get(e2e.tenant_id, UUID(session_id))
     assert session is not None and session.active_scenario_id is None and len(session.step_history) == 4
     events = await e2e.services.audit_store.list_events(e2e.tenant_id, session_id=UUID(session_id))
-    assert [e.event_type for e in events if e.event_type != "rule_matched"].count("template_used") == 4
+    assert [e.event_type for e in events if e.event_type != "rule_matched"].count("template_used") == 3
+    called = [(e.event_data["name"], e.event_data["source"]) for e in events if e.event_type == "tool_called"]
+    assert called == [("demo_lookup_order", "resolver"), (LABEL_TOOL, "model")]
+    turns = await e2e.services.audit_store.list_turns_by_session(e2e.tenant_id, UUID(session_id))
+    assert turns[-1].tools_executed[0]["result"]["label_id"] == "RL-00001"  # on PostgreSQL
 
 
 class _Rendezvous(LLMProvider):
@@ -267,13 +286,15 @@ async def test_concurrent_turns_on_one_session_on_redis(e2e: E2E):
     assert {e.metadata["turn_id"] for e, _ in episodes} == {first["turn_id"], winner["turn_id"]}
 
 
-async def test_the_anthropic_provider_answers_and_a_fallback_covers_its_overload(e2e: E2E):
+async def test_the_anthropic_provider_answers_and_a_fallback_covers_its_overload(
+    demo_shop: DemoShop, e2e: E2E
+):
     provider = AnthropicProvider(
         api_key="sk-ant-test", model="claude-fake", base_url=e2e.vendor.anthropic_url, max_attempts=1
     )
     e2e.services.llm_provider = provider
     try:
-        agent = await load_demo_agent(e2e.services, e2e.tenant_id)
+        agent = await load_demo_agent(e2e.services, e2e.tenant_id, demo_shop)
         e2e.vendor.enqueue(
             Reply(body=anthropic_message("Welcome to the shop!", input_tokens=30, output_tokens=4))
         )

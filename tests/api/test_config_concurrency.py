@@ -23,7 +23,7 @@ import pytest_asyncio
 from focal.alignment.stores.config_store import ConfigStore
 from focal.api.app import create_app
 from focal.bootstrap import FocalServices, build_memory_services
-from tests.api.conftest import ApiHarness, asgi_client, bearer, memory_settings
+from tests.api.conftest import ApiHarness, asgi_client, bearer, define_tool, memory_settings
 from tests.support import TEST_EMBEDDING_DIMENSIONS
 
 BACKENDS = ["memory", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -158,6 +158,8 @@ async def _created(api: ApiHarness, kind: Kind) -> tuple[str, httpx.Response]:
     )
     base = f"/v1/agents/{agent.json()['id']}"
     url, body = kind.create(base)
+    if kind.name == "tool_activation":  # an activation names a defined tool
+        await define_tool(api.client, api.headers, body["tool_id"])
     created = await api.client.post(url, json=body, headers=api.headers)
     assert created.status_code == 201, created.text
     return kind.item(base, created.json()), created

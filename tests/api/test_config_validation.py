@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 
 from focal.alignment.models import SCENARIO_LIMITS
-from tests.api.conftest import ApiHarness, bearer
+from tests.api.conftest import ApiHarness, bearer, define_tool
 
 RULE = {"name": "refunds", "condition_text": "refund please", "action_text": "explain"}
 
@@ -169,6 +169,7 @@ async def test_a_tool_id_outside_the_pattern_is_refused(api: ApiHarness, tool_id
 async def test_every_tool_id_that_can_be_created_can_be_read_patched_and_deleted(api: ApiHarness) -> None:
     base = await _agent(api)
     for tool_id in ("a", "lookup_order_2", "t" * 64):
+        await define_tool(api.client, api.headers, tool_id)
         await _post(api, f"{base}/tools", {"tool_id": tool_id})
         url = f"{base}/tools/{tool_id}"
         assert (await api.client.get(url, headers=api.headers)).json()["tool_id"] == tool_id

@@ -179,6 +179,10 @@ def test_embedded_serve_persists_and_leaves_no_orphans(data_dir: Path, tmp_path:
         answer = httpx.post(chat_url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert answer.status_code == 200, answer.text
         assert answer.json()["turn_number"] == 1 and answer.json()["response"]
+        # the demo shop runs in the same process, on loopback, and wants its key
+        shop_url = second.printed("Demo shop:").split()[0]
+        assert shop_url.startswith("http://127.0.0.1:")
+        assert httpx.get(f"{shop_url}/orders/FD-10234", timeout=10).status_code == 401
     finally:
         assert second.stop() == 0
     assert _processes_in(data_dir) == []

@@ -16,6 +16,7 @@ from focal.api.app import create_app
 from focal.bootstrap import open_services
 from focal.db.roles import grant_service_role
 from focal.demo import DEMO_CONVERSATION, load_demo_agent
+from focal.demo_shop import DemoShop
 from focal.settings import Settings
 from tests.api.conftest import JWT_SECRET, asgi_client, bearer
 from tests.integration.stores.service_role import ServiceRole, owner_dsn, service_role
@@ -27,7 +28,7 @@ __all__ = ["owner_dsn", "service_role"]  # fixtures
 
 
 async def test_the_whole_service_runs_as_a_role_with_append_only_audit_access(
-    owner_dsn: str, service_role: ServiceRole, redis_url: str
+    demo_shop: DemoShop, owner_dsn: str, service_role: ServiceRole, redis_url: str
 ) -> None:
     await grant_service_role(owner_dsn, service_role.name)
     settings = Settings.load(
@@ -43,7 +44,7 @@ async def test_the_whole_service_runs_as_a_role_with_append_only_audit_access(
     async with open_services(settings) as services:
         pool = services.checks.pool
         assert pool is not None and await pool.fetchval("SELECT current_user") == service_role.name
-        agent = await load_demo_agent(services, tenant)
+        agent = await load_demo_agent(services, tenant, demo_shop)
         async with asgi_client(create_app(settings, services=services)) as client:
             assert (await client.get("/ready")).json()["checks"] == {
                 "postgres": "ok",

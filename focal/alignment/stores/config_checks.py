@@ -39,6 +39,7 @@ from focal.alignment.models import (
     Scope,
     Template,
     ToolActivation,
+    ToolDefinition,
     Variable,
 )
 from focal.errors import InvalidDataError
@@ -68,6 +69,7 @@ __all__ = [
     "checked_status",
     "checked_template",
     "checked_tool_activation",
+    "checked_tool_definition",
     "checked_variable",
 ]
 
@@ -76,6 +78,7 @@ ConfigModel = TypeVar("ConfigModel", bound=BaseModel)
 _JSON_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {
     Variable: ("default_value",),
     ToolActivation: ("policy_overrides",),
+    ToolDefinition: ("parameters",),
     MigrationPlan: ("transformation_map", "anchor_policies"),
 }
 
@@ -181,6 +184,14 @@ def checked_variable(variable: Variable) -> Variable:
 
 def checked_tool_activation(activation: ToolActivation) -> ToolActivation:
     return _checked(activation, ToolActivation)
+
+
+def checked_tool_definition(definition: ToolDefinition) -> ToolDefinition:
+    """A validated copy; the secret is text a backend can store (its value is never in a message)."""
+    checked = _checked(definition, ToolDefinition)
+    if checked.secret is not None:
+        check_no_nul(checked.secret.get_secret_value(), "ToolDefinition.secret")
+    return checked
 
 
 def checked_migration_plan(plan: MigrationPlan) -> MigrationPlan:

@@ -21,8 +21,11 @@ Rules every backend follows (proven by ``tests/contract/test_config_store.py``):
 - embeddings must have ``embedding_dimensions`` floats (``InvalidDataError`` otherwise);
 - ``limit`` is 1..1000 and ``offset`` >= 0 (``InvalidDataError`` otherwise).
 
-Revisions (optimistic concurrency) of agents, rules, scenarios, templates, variables and tool
-activations:
+Tool definitions belong to the tenant (not to an agent): keyed by their ``name`` for reads and
+deletes, unique among the tenant's live definitions, soft-deleted, revisioned like the rest.
+
+Revisions (optimistic concurrency) of agents, rules, scenarios, templates, variables, tool
+definitions and tool activations:
 
 - the store keeps ``revision``: 1 when a row is created, +1 on every save; the value carried by
   the saved model is ignored;
@@ -57,6 +60,7 @@ from focal.alignment.models import (
     Scope,
     Template,
     ToolActivation,
+    ToolDefinition,
     Variable,
 )
 
@@ -222,6 +226,32 @@ class ConfigStore(ABC):
 
     @abstractmethod
     async def delete_tool_activation(self, tenant_id: UUID, agent_id: UUID, tool_id: str) -> bool: ...
+
+    # --- tool definitions (tenant-wide, soft delete): get_tool_definitions orders by name ----
+
+    @abstractmethod
+    async def get_tool_definition(self, tenant_id: UUID, name: str) -> ToolDefinition | None:
+        """The tenant's live definition of this name (its ``secret`` included: callers that show
+        it to anyone must leave it out)."""
+
+    @abstractmethod
+    async def get_tool_definitions(
+        self, tenant_id: UUID, *, names: Sequence[str] | None = None
+    ) -> list[ToolDefinition]:
+        """The tenant's live definitions, by name; with ``names``, only those (unknown names are
+        skipped)."""
+
+    @abstractmethod
+    async def save_tool_definition(
+        self, definition: ToolDefinition, *, expected_revision: int | None = None
+    ) -> UUID:
+        """Upsert by id. Live names are unique per tenant (``ConflictError``); a definition's
+        name never changes (``ConflictError`` for a save that renames a stored one)."""
+
+    @abstractmethod
+    async def delete_tool_definition(self, tenant_id: UUID, name: str) -> bool:
+        """Soft-delete the live definition of this name. Activations that name it stay (they are
+        the agents' configuration) but no turn offers or runs a tool without a live definition."""
 
     # --- migration plans (hard delete): list orders by created_at desc, id --------------------
 

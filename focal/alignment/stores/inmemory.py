@@ -12,7 +12,8 @@ can be compared with it test for test. Choices where the interface is silent:
 - an id check comes before a name check: saving a soft-deleted row is a NotFoundError even when
   its name has been reused since (PostgreSQL's ``ON CONFLICT (id)`` decides the same way);
 - revisions: ``_check_id`` and ``_write`` under the lock make a conditional save atomic;
-- tool activations, migration plans, archives and how scenarios are kept: see ``inmemory_plans``.
+- tool activations, migration plans, archives and how scenarios are kept: see ``inmemory_plans``;
+  tool definitions: ``inmemory_tools``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from focal.alignment.models import (
 from focal.alignment.stores import config_checks as checks
 from focal.alignment.stores import revisions
 from focal.alignment.stores.config_store import ConfigStore, ScopeSelector
-from focal.alignment.stores.inmemory_plans import InMemoryPlansAndActivations, assembled_copy, copy_of
+from focal.alignment.stores.inmemory_plans import assembled_copy, copy_of
+from focal.alignment.stores.inmemory_tools import InMemoryToolDefinitions
 from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.errors import ConflictError, NotFoundError
 from focal.models import utc_now
@@ -49,7 +51,7 @@ def _by_name(rows: Iterable[_Child]) -> list[_Child]:
     return sorted(rows, key=lambda row: (row.name, row.id))
 
 
-class InMemoryConfigStore(InMemoryPlansAndActivations, ConfigStore):
+class InMemoryConfigStore(InMemoryToolDefinitions, ConfigStore):
     """ConfigStore kept in process memory (tests, development, the offline demo)."""
 
     # --- shared mechanics ---------------------------------------------------------------------

@@ -18,8 +18,8 @@ Behaves exactly like ``InMemoryConfigStore`` (the contract suite runs both); how
 - scenarios keep their transition embeddings in a bytea column and are read step by step
   (``postgres_scenarios``, ``scenario_codec``);
 - ``vector_search_rules``: see ``postgres_search``; tool activations, migration plans and
-  archives: see ``postgres_plans``; shared helpers: ``postgres_base``; row mapping:
-  ``postgres_rows``.
+  archives: see ``postgres_plans``; tool definitions: ``postgres_tools``; shared helpers:
+  ``postgres_base``; row mapping: ``postgres_rows``.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from focal.alignment.stores.postgres_base import LIVE
 from focal.alignment.stores.postgres_plans import PostgresPlansAndActivations
 from focal.alignment.stores.postgres_rows import AGENTS, RULES, SCENARIOS, TEMPLATES, VARIABLES
 from focal.alignment.stores.postgres_scenarios import scenario_from_record, scenario_select
+from focal.alignment.stores.postgres_tools import PostgresToolDefinitions
 from focal.alignment.stores.scenario_codec import prepared_scenario
 from focal.db.translate import translate_pg_errors
 from focal.models import utc_now
@@ -81,7 +82,7 @@ _HARD_CONSTRAINTS = (
 )
 
 
-class PostgresConfigStore(PostgresPlansAndActivations, ConfigStore):
+class PostgresConfigStore(PostgresToolDefinitions, PostgresPlansAndActivations, ConfigStore):
     """ConfigStore on PostgreSQL. The pool belongs to the caller, who closes it."""
 
     def __init__(

@@ -44,12 +44,14 @@ from focal.alignment.turn.respond import (
 )
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
+from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner, converse, offered_tools
 from focal.audit.models import TokenCounts
 from focal.conversation.models import Session
-from focal.errors import InvalidDataError, InvalidResponseError, ProviderError
+from focal.errors import ConfigurationError, InvalidDataError, InvalidResponseError, ProviderError
 from focal.logging import get_logger
 from focal.memory.models import Episode
 from focal.providers.llm.base import LLMMessage, LLMProvider
+from focal.settings import ToolsSettings
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,10 @@ class AnswerContext:
     history: list[LLMMessage]
     # The always-on hard constraints of the turn's scope (ConfigStore.get_hard_constraints).
     constraints: list[Rule] = field(default_factory=list)
+    # What the tool loop calls go into (resolver calls made before the answer are there already).
+    ledger: ToolLedger = field(default_factory=ToolLedger)
+    # The prompt's "Known values:" lines, (name, value text): see variables.TurnVariables.
+    known_values: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Answerer:
@@ -76,11 +82,13 @@ class Answerer:
         llm: LLMProvider,
         checks: TurnChecks,
         config: TurnConfig | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self._config_store = config_store
         self._llm = llm
         self._checks = checks
         self._config = config or TurnConfig()
+        self._tools = tools
 
     async def answer(self, ctx: AnswerContext) -> Reply:
         agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
@@ -109,6 +117,7 @@ class Answerer:
                 memories=[(episode.recorded_at, _memory_line(episode)) for episode, _ in ctx.memories],
                 scenario_step=_step_line(outcome),
                 corrections=corrections,
+                known_values=ctx.known_values,
             )
 
         async def regenerate(corrections: list[str]) -> Reply:
@@ -143,13 +152,25 @@ class Answerer:
         )
 
     async def _generate(self, ctx: AnswerContext, prompt: str) -> Reply:
-        """The LLM's answer to ``prompt``; an answer no store can keep is ``InvalidResponseError``."""
-        response = await self._llm.generate(
+        """The LLM's answer to ``prompt``, after the tool loop when tools are offered
+        (``tool_loop.py``: its calls go into ``ctx.ledger``); an answer no store can keep is
+        ``InvalidResponseError``."""
+        agent = ctx.agent
+        tools = await offered_tools(
+            self._config_store, agent.tenant_id, agent.id, ctx.matches, ctx.outcome.step
+        )
+        if tools and self._tools is None:
+            raise ConfigurationError("tools are offered but the Answerer has no ToolRunner")
+        response, usage = await converse(
+            self._llm,
+            self._tools or _NO_TOOLS,
             prompt,
-            system_prompt=ctx.agent.system_prompt,
+            tools,
+            ctx.ledger,
+            system_prompt=agent.system_prompt,
             history=ctx.history,
-            max_tokens=ctx.agent.max_tokens,
-            temperature=ctx.agent.temperature,
+            max_tokens=agent.max_tokens,
+            temperature=agent.temperature,
         )
         answer = response.content.strip()
         if not answer:
@@ -162,10 +183,13 @@ class Answerer:
             ) from exc
         return Reply(
             answer,
-            usage=TokenCounts(**response.usage.model_dump()),
+            usage=TokenCounts(**usage.model_dump()),
             llm_model=response.model,
             finish_reason=response.finish_reason,
         )
+
+
+_NO_TOOLS = ToolRunner(None, ToolsSettings())  # for turns that offer no tool: never calls anything
 
 
 def _step_line(outcome: ScenarioOutcome) -> str | None:

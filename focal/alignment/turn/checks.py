@@ -31,7 +31,7 @@ from focal.audit.stores.checks import check_event, check_turn
 from focal.conversation.stores.session_codec import checked_for_save
 from focal.memory.models import Episode
 from focal.memory.stores.checks import check_episode
-from focal.profile.stores.checks import check_channel_user_id, coerce_channel
+from focal.profile.stores.checks import check_channel_user_id, check_field, check_field_name, coerce_channel
 
 
 class TurnChecks:
@@ -64,6 +64,9 @@ class TurnChecks:
         check_turn(writes.record)
         self.events(writes.events)
         self.episodes(writes.episodes)
+        for profile_field in writes.profile_fields:
+            check_field_name(profile_field.field_name)
+            check_field(profile_field, profile_field.tenant_id, profile_field.profile_id)
 
     def events(self, events: Sequence[AuditEvent]) -> None:
         for event in events:

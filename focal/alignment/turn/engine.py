@@ -18,10 +18,14 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    answers from (``retrieval.py``); and the history read. The move comes before retrieval so that
    the step a message leads to supplies the rules and templates of the answer (the step's question
    is what the customer should see next).
-   The always-on hard constraints of the scope the turn answers from are read beside the rule
-   retrieval (``ConfigStore.get_hard_constraints``), and the optional relevance check
-   (``relevance.py``) filters the rule candidates.
-3. Answer (``answer.py``): EXCLUSIVE template, else LLM, else FALLBACK on a provider failure.
+   The scenario move first takes the fields the current step collects from the message
+   (``variables.py``) and is gated on them. The always-on hard constraints of the scope the turn
+   answers from are read beside the rule retrieval (``ConfigStore.get_hard_constraints``), and the
+   optional relevance check (``relevance.py``) filters the rule candidates.
+3. Resolve the variables the answer needs with their resolver tools (``variables.py``), then
+   answer (``answer.py``): EXCLUSIVE template, else LLM (with the tool loop of ``tool_loop.py``
+   when tools are offered), else FALLBACK on a provider failure; the answer is checked against
+   the hard constraints (``constraints.py``).
    An LLM answer that no store could keep is a provider failure too (``InvalidResponseError``).
    Every candidate answer is checked against the hard constraints (``constraints.py``).
 4. Embed the answer; build every record of the turn (session, turn record, events, episodes) and
@@ -66,16 +70,22 @@ from focal.alignment.turn.retrieval import (
     retrieve_rules,
 )
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
+from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner
+from focal.alignment.turn.variables import StepCapture, TurnVariables, resolve_needed
+from focal.audit.models import TokenCounts
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
 from focal.conversation.stores.store import SessionStore
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
+from focal.models import utc_now
 from focal.profile.models import CustomerProfile
 from focal.profile.stores.store import ProfileStore
 from focal.providers.embedding.base import EmbeddingProvider
-from focal.providers.llm.base import LLMMessage, LLMProvider
+from focal.providers.llm.base import LLMMessage, LLMProvider, TokenUsage
+from focal.settings import ToolsSettings
+from focal.tools.executor import ToolExecutor
 
 if TYPE_CHECKING:
     from focal.bootstrap import FocalServices
@@ -99,6 +109,17 @@ async def _all_of(first: Awaitable[A], second: Awaitable[B], third: Awaitable[C]
     return cast(A, results[0]), cast(B, results[1]), cast(C, results[2])
 
 
+def _plus(counts: TokenCounts, usage: TokenUsage) -> TokenCounts:
+    """The reply's tokens plus those of the turn's other model requests (variable extraction)."""
+    if not usage.total_tokens:
+        return counts
+    return TokenCounts(
+        prompt_tokens=counts.prompt_tokens + usage.prompt_tokens,
+        completion_tokens=counts.completion_tokens + usage.completion_tokens,
+        total_tokens=counts.total_tokens + usage.total_tokens,
+    )
+
+
 class TurnEngine:
     """Runs turns; holds no per-conversation state, so one instance serves every request."""
 
@@ -113,7 +134,11 @@ class TurnEngine:
         llm_provider: LLMProvider,
         embedding_provider: EmbeddingProvider,
         config: TurnConfig | None = None,
+        tool_executor: ToolExecutor | None = None,
+        tools: ToolsSettings | None = None,
     ) -> None:
+        """``tool_executor`` runs the tenants' tools (``focal.bootstrap`` builds it); an engine
+        without one refuses a turn that would call a tool (``ConfigurationError``)."""
         self._config_store = config_store
         self._session_store = session_store
         self._memory_store = memory_store
@@ -122,9 +147,10 @@ class TurnEngine:
         self._llm = llm_provider
         self._embedder = embedding_provider
         self._config = config or TurnConfig()
-        self._stores = TurnStores(session_store, audit_store, memory_store)
+        self._stores = TurnStores(session_store, audit_store, memory_store, profile_store)
         self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
-        self._answerer = Answerer(config_store, llm_provider, self._checks, self._config)
+        self._tool_runner = ToolRunner(tool_executor, tools or ToolsSettings())
+        self._answerer = Answerer(config_store, llm_provider, self._checks, self._config, self._tool_runner)
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -137,6 +163,8 @@ class TurnEngine:
             llm_provider=services.llm_provider,
             embedding_provider=services.embedding_provider,
             config=config,
+            tool_executor=services.tool_executor,
+            tools=services.settings.tools,
         )
 
     async def run(self, request: TurnRequest) -> TurnResult:
@@ -195,9 +223,14 @@ class TurnEngine:
             return profile, memories
 
         relevance = RelevanceCheck(self._llm, message) if self._config.relevance_check else None
+        turn_variables = TurnVariables([], session, utc_now())  # definitions: read with the scenario
 
         async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch], list[Rule]]:
             with timer.measure("scenario"):
+                turn_variables.definitions = await self._config_store.get_variables(
+                    request.tenant_id, agent.id
+                )
+                turn_variables.by_name = {v.name: v for v in turn_variables.definitions}
                 outcome = await advance_scenario(
                     self._config_store,
                     session,
@@ -205,6 +238,7 @@ class TurnEngine:
                     embedding_model=embedding_model,
                     turn_number=turn_number,
                     config=self._config,
+                    capture=StepCapture(turn_variables, message, self._llm),
                 )
             scenario_id = outcome.scenario.id if outcome.scenario else None
             step_id = outcome.step.id if outcome.step else None
@@ -232,12 +266,29 @@ class TurnEngine:
         )
         record_fires(session, matches, turn_number)
 
+        ledger = ToolLedger()
+        with timer.measure("resolve_variables"):
+            await resolve_needed(
+                turn_variables, self._tool_runner, self._config_store, agent, matches, outcome.step, ledger
+            )
         with timer.measure("respond"):
             reply = await self._answerer.answer(
-                AnswerContext(agent, session, draft, matches, outcome, memories, history, constraints)
+                AnswerContext(
+                    agent,
+                    session,
+                    draft,
+                    matches,
+                    outcome,
+                    memories,
+                    history,
+                    constraints,
+                    ledger=ledger,
+                    known_values=turn_variables.known_values(),
+                )
             )
         if relevance is not None and relevance.outcome is not None:
             reply.usage += relevance.outcome.usage  # the relevance check's call is the turn's too
+        reply.usage = _plus(reply.usage, turn_variables.usage)
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
 
@@ -251,6 +302,8 @@ class TurnEngine:
             memories,
             new_session=found is None,
             relevance=relevance.outcome if relevance is not None else None,
+            tool_calls=tuple(ledger.calls),
+            variables=turn_variables,
         )
 
         def build(profile_id: UUID) -> TurnWrites:

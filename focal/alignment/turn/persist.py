@@ -16,17 +16,22 @@ infrastructure failures, and the order of the writes decides what they leave beh
    If the record's number is already taken (``ConflictError``), an earlier write that reported a
    failure had in fact committed: the session, now at that number, agrees with the trail, so it
    is left as saved and the error is raised (409; the retry gets the next number).
-3. **Events and episodes**, concurrently, and only after the record: no event or memory ever
-   refers to a turn the audit trail lacks. The turn is recorded by now, so a failure here is not
-   undone: it is logged (``turn_append_failed``, with the turn id) and raised, and the turn's
-   events or memory may be incomplete.
+3. **Events, episodes and profile fields** (values of variables marked ``persist_to_profile``),
+   concurrently, and only after the record: no event or memory ever refers to a turn the audit
+   trail lacks. The turn is recorded by now, so a failure here is not undone: it is logged
+   (``turn_append_failed``, with the turn id) and raised, and the turn's events, memory or
+   profile fields may be incomplete.
+
+Tool calls made by the turn (``tool_loop.py``) happened before any of this: a turn that fails
+here, or loses the session to a concurrent turn, has still made its calls; each is in the log
+(``tool_call``), not in the audit trail.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from focal.alignment.turn.models import StepTimer
@@ -34,10 +39,12 @@ from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session
 from focal.conversation.stores.store import SessionStore
-from focal.errors import ConflictError
+from focal.errors import ConfigurationError, ConflictError
 from focal.logging import get_logger
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
+from focal.profile.models import ProfileField
+from focal.profile.stores.store import ProfileStore
 
 _log = get_logger("focal.turn")
 
@@ -50,6 +57,7 @@ class TurnWrites:
     record: TurnRecord
     events: list[AuditEvent]
     episodes: list[Episode]
+    profile_fields: list[ProfileField] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class TurnStores:
     session_store: SessionStore
     audit_store: AuditStore
     memory_store: MemoryStore
+    profile_store: ProfileStore | None = None  # needed only by turns that write profile fields
 
 
 async def persist_turn(stores: TurnStores, writes: TurnWrites, before: Session, timer: StepTimer) -> Session:
@@ -101,6 +110,17 @@ async def _append(stores: TurnStores, writes: TurnWrites) -> None:
     operations: list[Awaitable[Any]] = [stores.audit_store.save_event(event) for event in writes.events]
     if writes.episodes:
         operations.append(stores.memory_store.add_episodes(writes.episodes))
+    if writes.profile_fields:
+        if stores.profile_store is None:
+            raise ConfigurationError(
+                "profile fields to write but no profile store: pass TurnStores(profile_store=...)"
+            )
+        for profile_field in writes.profile_fields:
+            operations.append(
+                stores.profile_store.update_field(
+                    profile_field.tenant_id, profile_field.profile_id, profile_field
+                )
+            )
     # return_exceptions: no write is left running in the background when a sibling fails.
     outcomes = await asyncio.gather(*operations, return_exceptions=True)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]

@@ -6,6 +6,10 @@ customer's message last on a ``Customer:`` line. The offline provider
 "Suggested responses:" bullets when there are some, else with the "Rules to follow:" bullets, else
 it acknowledges the ``Customer:`` line. Real models read the same text as instructions.
 
+"Known values:" lists the turn's variables as ``- name: value`` lines (session values, then the
+agent's defaults): a real model reads them as facts, and the offline provider fills tool
+arguments from them.
+
 Hard constraints get their own section after the rules: a real model must obey them, and the
 offline provider (which reads only the first two sections) does not recite them to the customer.
 Every bullet is collapsed onto one line so a multi-line rule or template cannot break the list.
@@ -25,6 +29,7 @@ CORRECTIONS_HEADER = "Your previous answer broke these hard constraints; answer 
 SUGGESTIONS_HEADER = "Suggested responses:"
 MEMORY_HEADER = "What you remember about this customer from earlier conversations:"
 SCENARIO_HEADER = "Current step of the conversation:"
+KNOWN_VALUES_HEADER = "Known values:"
 CUSTOMER_PREFIX = "Customer:"
 
 
@@ -46,6 +51,7 @@ def build_prompt(
     memories: Sequence[tuple[datetime, str]],
     scenario_step: str | None,
     corrections: Sequence[str] = (),
+    known_values: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The user-side prompt of a turn; the agent's system prompt and the history travel separately."""
     lines: list[str] = []
@@ -55,6 +61,7 @@ def build_prompt(
     lines += _section(SUGGESTIONS_HEADER, suggestions)
     if scenario_step:
         lines += _section(SCENARIO_HEADER, [scenario_step])
+    lines += _section(KNOWN_VALUES_HEADER, [f"{name}: {value}" for name, value in known_values])
     lines += _section(MEMORY_HEADER, [f"({when:%Y-%m-%d}) {text}" for when, text in memories])
     lines.append(f"{CUSTOMER_PREFIX} {_one_line(message)}")
     return "\n".join(lines)

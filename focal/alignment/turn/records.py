@@ -24,9 +24,11 @@ from focal.conversation.models import Session
 from focal.errors import InvalidDataError, ProviderError
 from focal.memory.models import Episode, EpisodeType
 
-if TYPE_CHECKING:  # constraints.py and relevance.py build on Reply; these are only annotations here
+if TYPE_CHECKING:  # these modules build on Reply; their types are only annotations here
     from focal.alignment.turn.constraints import ConstraintReport
     from focal.alignment.turn.relevance import RelevanceOutcome
+    from focal.alignment.turn.tool_loop import ToolExecution
+    from focal.alignment.turn.variables import TurnVariables
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Answered:
     memories: list[tuple[Episode, float]]
     new_session: bool
     relevance: RelevanceOutcome | None = None  # None: the relevance check did not run
+    tool_calls: tuple[ToolExecution, ...] = ()  # every tool call of the turn (tool_loop.ToolLedger)
+    variables: TurnVariables | None = None  # what the turn set (variables.py)
 
 
 def matched_rules(matches: list[RuleMatch]) -> list[MatchedRule]:
@@ -91,17 +95,43 @@ def build_writes(
         usage=reply.usage,
         latency_ms=latency_ms,
         constraints=reply.constraints,
+        tools=[call.record() for call in answered.tool_calls],
     )
     extra = [answered.relevance.event()] if answered.relevance is not None else []
+    events = build_events(record, answered.matches, answered.outcome, reply, extra)
+    events += acting_events(record, answered)
+    variables = answered.variables
     return TurnWrites(
         session=session,
         record=record,
-        events=build_events(record, answered.matches, answered.outcome, reply, extra),
+        events=events,
         episodes=[
             draft.episode(draft.message, draft.message_embedding, "customer", profile_id),
             draft.episode(reply.text, answered.answer_embedding, "agent", profile_id),
         ],
+        profile_fields=variables.profile_fields(draft.tenant_id, profile_id) if variables else [],
     )
+
+
+def acting_events(record: TurnRecord, answered: Answered) -> list[AuditEvent]:
+    """One ``tool_called`` event per tool call and one ``variable_set`` per value the turn set."""
+    found: list[tuple[str, dict[str, Any]]] = [("tool_called", call.event()) for call in answered.tool_calls]
+    if answered.variables is not None:
+        found += [
+            ("variable_set", {"name": change.name, "source": change.source})
+            for change in answered.variables.changes
+        ]
+    with refused_as_invalid_data("an audit event"):
+        return [
+            AuditEvent(
+                tenant_id=record.tenant_id,
+                session_id=record.session_id,
+                turn_id=record.id,
+                event_type=event_type,
+                event_data={"turn_number": record.turn_number, **data},
+            )
+            for event_type, data in found
+        ]
 
 
 def build_events(
@@ -206,6 +236,7 @@ class TurnDraft:
         usage: TokenCounts | None = None,
         latency_ms: float = 0.0,
         constraints: ConstraintReport | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> TurnRecord:
         with refused_as_invalid_data("the turn record"):
             return TurnRecord(
@@ -223,6 +254,7 @@ class TurnDraft:
                 latency_ms=latency_ms,
                 constraints_checked=constraints.checked if constraints else [],
                 constraints_failed=constraints.failures if constraints else [],
+                tools_executed=tools or [],
             )
 
     def episode(

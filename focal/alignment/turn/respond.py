@@ -17,12 +17,15 @@ a deleted) template is ignored. They are loaded lazily: a turn that needs no tem
 template query.
 
 Rendering replaces ``{name}`` with the session variable ``name``, else the agent variable's
-``default_value``; a placeholder with neither stays as written. It never raises.
+``default_value``; ``{name.key}`` (any depth; a digit indexes a list) reaches into an object such
+as a resolver tool's result. Objects and lists render as JSON. A placeholder with no value stays
+as written. It never raises.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,18 +36,36 @@ from focal.alignment.models import ScenarioStep, Scope, Template, TemplateMode
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.retrieval import RuleMatch
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)((?:\.[A-Za-z0-9_]+)*)\}")
+
+
+def _reach(value: Any, path: str) -> Any:
+    for key in path.split(".")[1:]:
+        if isinstance(value, dict):
+            value = value.get(key)
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return None
+    return value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def render_template(text: str, variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
-    """``text`` with ``{name}`` placeholders filled from ``variables``, then ``defaults``."""
+    """``text`` with ``{name}`` / ``{name.path}`` placeholders filled from ``variables``, then
+    ``defaults``."""
 
     def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, path = match.group(1), match.group(2)
         for source in (variables, defaults):
-            value = source.get(name)
+            value = _reach(source.get(name), path) if path else source.get(name)
             if value is not None:
-                return str(value)
+                return _text(value)
         return match.group(0)
 
     return _PLACEHOLDER.sub(substitute, text)

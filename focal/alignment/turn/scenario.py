@@ -28,8 +28,9 @@ import hashlib
 import json
 import math
 import operator
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from focal.alignment.models import Scenario, ScenarioStep
@@ -40,11 +41,19 @@ from focal.conversation.models import Session, StepVisit
 MAX_REASON_CHARS = 200
 
 
+class FieldCapture(Protocol):
+    """Takes the fields a step collects from the turn's message; returns those still empty
+    (``variables.StepCapture``). ``use_llm=False``: by pattern only."""
+
+    def __call__(self, step: ScenarioStep, *, use_llm: bool = True) -> Awaitable[list[str]]: ...
+
+
 def step_content_hash(step: ScenarioStep) -> str:
     """A stable sha256 of what defines a step (not its embeddings, which are derived from its text).
 
     Covers name, description, transitions (target, condition, priority, in order), rule_ids,
-    template_ids and collects_fields; the same content always gives the same hash, in any process.
+    template_ids, collects_fields and tool_ids (when there are some); the same content always
+    gives the same hash, in any process.
     """
     content = {
         "name": step.name,
@@ -57,6 +66,8 @@ def step_content_hash(step: ScenarioStep) -> str:
         "template_ids": [str(template_id) for template_id in step.template_ids],
         "collects_fields": list(step.collects_fields),
     }
+    if step.tool_ids:  # only when set: steps without tools keep the hash they had before tool_ids
+        content["tool_ids"] = list(step.tool_ids)
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -135,9 +146,21 @@ async def advance_scenario(
     embedding_model: str,
     turn_number: int,
     config: TurnConfig,
+    capture: FieldCapture | None = None,
 ) -> ScenarioOutcome:
-    """Decide this turn's scenario move and apply it to ``session`` (a working copy, saved later)."""
-    outcome = await _move(config_store, session, message_embedding, embedding_model, turn_number, config)
+    """Decide this turn's scenario move and apply it to ``session`` (a working copy, saved later).
+
+    With ``capture``, the fields the current step collects are taken from the message first, and
+    the step's transitions are gated on them: while one is empty the session stays at the step
+    (a ``step_gated`` event names them). The step the turn arrives at has its fields taken from
+    the same message too (by pattern only), so a customer may answer ahead.
+    """
+    start_step = session.current_step_id
+    outcome = await _move(
+        config_store, session, message_embedding, embedding_model, turn_number, config, capture
+    )
+    if capture is not None and outcome.step is not None and outcome.step.id != start_step:
+        await capture(outcome.step, use_llm=False)
     _bound_history(session, config)
     return outcome
 
@@ -149,6 +172,7 @@ async def _move(
     embedding_model: str,
     turn_number: int,
     config: TurnConfig,
+    capture: FieldCapture | None = None,
 ) -> ScenarioOutcome:
     outcome = ScenarioOutcome()
     if session.active_scenario_id is not None:
@@ -167,6 +191,16 @@ async def _move(
             )
             _leave(session)
         else:
+            missing = await capture(step) if capture is not None else []
+            if missing:
+                outcome.scenario, outcome.step = scenario, step
+                outcome.events.append(
+                    (
+                        "step_gated",
+                        {"scenario_id": str(scenario.id), "step_id": str(step.id), "missing_fields": missing},
+                    )
+                )
+                return outcome
             _follow_transition(
                 session, scenario, step, message_embedding, embedding_model, turn_number, config, outcome
             )

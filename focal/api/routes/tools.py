@@ -1,6 +1,7 @@
 """Tool activations of an agent: ``/v1/agents/{agent_id}/tools/{tool_id}``.
 
-A tool is activated at most once per agent: creating an activation that exists is a 409.
+A tool is activated at most once per agent: creating an activation that exists is a 409. The
+tool must have a live definition in the tenant (``/v1/tools``): an unknown one is a 422.
 Activations are hard-deleted. Tool ids match ``TOOL_ID_PATTERN`` (``^[a-z][a-z0-9_]{0,63}$``): a
 body or path with another id is a 422. GET, POST and PATCH return the activation's ``revision``
 as its ``ETag``; PATCH honours ``If-Match`` and never loses a concurrent change
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from focal.alignment.models import TOOL_ID_PATTERN, ToolActivation
 from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
@@ -39,6 +41,17 @@ async def activate_tool(
     body: ToolActivationCreate, agent: AgentDep, services: ServicesDep, response: Response
 ) -> ToolActivation:
     store = services.config_store
+    if await store.get_tool_definition(agent.tenant_id, body.tool_id) is None:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "invalid_reference",
+                    "loc": ("body", "tool_id"),
+                    "msg": f"no tool named {body.tool_id!r} is defined (create it with POST /v1/tools)",
+                    "input": None,
+                }
+            ]
+        )
     if await store.get_tool_activation(agent.tenant_id, agent.id, body.tool_id) is not None:
         raise ConflictError(f"tool {body.tool_id!r} is already activated for agent {agent.id}")
     activation = build_model(

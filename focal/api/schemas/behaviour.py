@@ -20,6 +20,7 @@ from focal.alignment.constraint_patterns import (
     compiled,
 )
 from focal.alignment.models import (
+    MAX_EXTRACTION_PATTERN_LENGTH,
     TOOL_ID_PATTERN,
     VARIABLE_NAME_PATTERN,
     Scope,
@@ -27,6 +28,7 @@ from focal.alignment.models import (
     VariableUpdatePolicy,
 )
 from focal.api.schemas.common import Name, NonBlankStr, NotNull, RequestModel, ResponseModel
+from focal.models import MAX_INT4
 
 __all__ = [
     "RuleCreate",
@@ -45,6 +47,13 @@ __all__ = [
 ]
 
 _REVISION = Field(description="row revision, also the ETag; +1 on every change")
+_TTL = "a resolved value older than this is resolved again (null: it never expires)"
+_PATTERN = (
+    "regular expression that takes the value from the customer's message while a step collecting "
+    "it is current (the first group when it has one, else the whole match)"
+)
+_WITH_LLM = "also ask the model to extract the value (structured output) when the pattern finds none"
+_PERSIST = "also write every value a turn sets to the customer's profile field of this name"
 
 # A tool id: a lower-case letter, then up to 63 lower-case letters, digits or underscores.
 ToolId = Annotated[str, Field(pattern=TOOL_ID_PATTERN.pattern, examples=["lookup_order"])]
@@ -182,6 +191,12 @@ class VariableCreate(RequestModel):
     default_value: Any = None
     update_policy: VariableUpdatePolicy = VariableUpdatePolicy.REPLACE
     resolver_tool_id: ToolId | None = None
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_INT4, description=_TTL)
+    extraction_pattern: NonBlankStr | None = Field(
+        default=None, min_length=1, max_length=MAX_EXTRACTION_PATTERN_LENGTH, description=_PATTERN
+    )
+    extract_with_llm: bool = Field(default=False, description=_WITH_LLM)
+    persist_to_profile: bool = Field(default=False, description=_PERSIST)
 
 
 class VariableUpdate(RequestModel):
@@ -192,6 +207,12 @@ class VariableUpdate(RequestModel):
     default_value: Any = None
     update_policy: NotNull[VariableUpdatePolicy] = None
     resolver_tool_id: ToolId | None = None
+    cache_ttl_seconds: int | None = Field(default=None, ge=1, le=MAX_INT4, description=_TTL)
+    extraction_pattern: NonBlankStr | None = Field(
+        default=None, min_length=1, max_length=MAX_EXTRACTION_PATTERN_LENGTH, description=_PATTERN
+    )
+    extract_with_llm: NotNull[bool] = None
+    persist_to_profile: NotNull[bool] = None
 
 
 class VariableOut(ResponseModel):
@@ -202,6 +223,10 @@ class VariableOut(ResponseModel):
     default_value: Any
     update_policy: VariableUpdatePolicy
     resolver_tool_id: str | None
+    cache_ttl_seconds: int | None
+    extraction_pattern: str | None
+    extract_with_llm: bool
+    persist_to_profile: bool
     revision: int = _REVISION
     created_at: datetime
     updated_at: datetime

@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from pydantic import Field, model_validator
 
 from focal.alignment.models import SCENARIO_LIMITS as LIMITS
+from focal.api.schemas.behaviour import ToolId
 from focal.api.schemas.common import Name, NonBlankStr, NotNull, RequestModel, ResponseModel
 
 __all__ = [
@@ -53,7 +54,16 @@ class ScenarioStepIn(RequestModel):
         default_factory=list, max_length=LIMITS.max_step_references, description="templates of this agent"
     )
     is_terminal: bool = False
-    collects_fields: list[FieldName] = Field(default_factory=list, max_length=LIMITS.max_step_references)
+    collects_fields: list[FieldName] = Field(
+        default_factory=list,
+        max_length=LIMITS.max_step_references,
+        description="variables the step collects; its transitions wait until all are filled",
+    )
+    tool_ids: list[ToolId] = Field(
+        default_factory=list,
+        max_length=LIMITS.max_step_references,
+        description="tools offered to the model at this step (they must be activated for the agent)",
+    )
 
 
 def _check_total_transitions(steps: list[ScenarioStepIn] | None) -> None:
@@ -116,6 +126,7 @@ class ScenarioStepOut(ResponseModel):
     template_ids: list[UUID]
     is_terminal: bool
     collects_fields: list[str]
+    tool_ids: list[str]
 
 
 class ScenarioOut(ResponseModel):

@@ -1,13 +1,22 @@
-"""Fixtures for the turn-pipeline unit tests: a fresh in-memory stack per test."""
+"""Fixtures for the turn-pipeline unit tests: a fresh in-memory stack per test; a real loopback
+tool server (``shop``, requests cleared per test) and an executor on a real httpx client."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from uuid import UUID
 
+import httpx
 import pytest
+import pytest_asyncio
 
+from focal.demo_shop import DemoShop
+from focal.tools.http import HttpToolExecutor
+from tests.demo_support import running_demo_shop
 from tests.support import new_tenant
+from tests.tool_server import ToolServer
 from tests.unit.turn.support import RecordingLLM, TurnStack
+from tests.unit.turn.tool_support import API_KEY
 
 
 @pytest.fixture
@@ -23,3 +32,36 @@ def stack(llm: RecordingLLM) -> TurnStack:
 @pytest.fixture
 def tenant() -> UUID:
     return new_tenant()
+
+
+@pytest.fixture(scope="session")
+def tool_server() -> Iterator[ToolServer]:
+    server = ToolServer(api_key=API_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shop(tool_server: ToolServer) -> ToolServer:
+    tool_server.requests.clear()
+    tool_server.labels.clear()
+    return tool_server
+
+
+@pytest_asyncio.fixture
+async def executor() -> AsyncIterator[HttpToolExecutor]:
+    async with httpx.AsyncClient(trust_env=False) as client:
+        yield HttpToolExecutor(client)
+
+
+@pytest.fixture(scope="session")
+def demo_shop_server() -> Iterator[DemoShop]:
+    with running_demo_shop() as shop:
+        yield shop
+
+
+@pytest.fixture
+def demo_shop(demo_shop_server: DemoShop) -> DemoShop:
+    """The demo shop, its labels cleared."""
+    demo_shop_server.labels.clear()
+    return demo_shop_server

@@ -42,6 +42,8 @@ from focal.providers.llm.base import (
     StreamEvent,
     TokenUsage,
 )
+from focal.settings import ToolsSettings
+from focal.tools.executor import ToolExecutor
 
 DIMENSIONS = 1536  # the default dimension: fewer hash collisions than a small one, so scores are lexical
 
@@ -131,6 +133,8 @@ class TurnStack:
     session_store: SessionStore = field(default_factory=InMemorySessionStore)
     audit_store: AuditStore = field(default_factory=InMemoryAuditStore)
     profile_store: ProfileStore = field(default_factory=InMemoryProfileStore)
+    tool_executor: ToolExecutor | None = None
+    tools: ToolsSettings | None = None
 
     def engine(
         self, config: TurnConfig | None = None, *, embedder: EmbeddingProvider | None = None
@@ -145,6 +149,8 @@ class TurnStack:
             llm_provider=self.llm,
             embedding_provider=embedder or self.embedder,
             config=config,
+            tool_executor=self.tool_executor,
+            tools=self.tools,
         )
 
     async def agent(self, tenant_id: UUID, **fields: Any) -> Agent:

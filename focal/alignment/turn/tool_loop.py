@@ -1,0 +1,300 @@
+"""The tool loop of a turn: which tools the model is offered, how its calls run, what is kept.
+
+**Offered.** A tool is offered when it is attached to a matched rule (``attached_tool_ids``) or to
+the step the turn answers from (``ScenarioStep.tool_ids``), AND is activated and enabled for the
+agent, AND has a live definition in the tenant. Names are looked up in the turn's own tenant only,
+so another tenant's tool of the same name is never offered. A turn that names no tool costs no
+query.
+
+**Loop** (``converse``). The model is asked with the tools; when it answers with calls, they run
+(below) and the exchange is appended as a ``ToolRound``; then it is asked again, at most
+``max_rounds`` times. If it still asks for calls after that, one last request with
+``tool_choice="none"`` makes it answer in text. Token usage is summed over every request. When a
+hard constraint makes the turn regenerate its answer, the model is asked again with the rounds
+already made and ``tool_choice="none"``: a regeneration never calls a tool twice.
+
+**Calls** (``ToolRunner``). The calls of one round run concurrently, each bounded by its tool's
+own timeout (the executor's). A call is refused without being sent (status ``invalid``, the
+reason returned to the model) when its tool was not offered, its arguments do not satisfy the
+tool's JSON Schema, or the round asked for more than ``max_calls_per_round`` calls. A tool that
+fails (error, timeout, a bug in the executor) is an outcome the model is told about: a tool
+failure never fails the turn. Every call, sent or not, goes into the turn's ``ToolLedger``: one
+entry of ``TurnRecord.tools_executed`` (name, arguments, status, latency, size-capped result) and
+one ``tool_called`` audit event.
+
+Calls are side effects on the outside world made *before* the turn is written: a turn that then
+fails to persist (a concurrent turn won the session, a store is down) has still made them. The
+ledger is lost with the turn, but every call is logged by the executor (``tool_call``: tool,
+host, status, latency), and the failure of the turn is logged too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import JsonValue
+
+from focal.alignment.models import ScenarioStep, ToolDefinition
+from focal.alignment.stores.config_store import ConfigStore
+from focal.alignment.turn.retrieval import RuleMatch
+from focal.errors import ConfigurationError
+from focal.logging import get_logger
+from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, TokenUsage
+from focal.providers.llm.types import ToolCall, ToolResult, ToolRound, ToolSpec
+from focal.settings import ToolsSettings
+from focal.tools.executor import ToolExecutor
+from focal.tools.models import ToolOutcome, ToolStatus
+from focal.tools.record import capped, storable
+from focal.tools.schema import argument_errors
+
+__all__ = ["ToolExecution", "ToolLedger", "ToolRunner", "converse", "offered_tools"]
+
+_log = get_logger("focal.turn")
+
+CallSource = Literal["model", "resolver"]
+
+
+@dataclass(frozen=True)
+class ToolExecution:
+    """One call of a turn, as the turn keeps it (values already storable and size-capped)."""
+
+    call_id: str
+    name: str
+    source: CallSource
+    round: int  # the model's round (1..); 0 for a variable resolver
+    arguments: JsonValue
+    status: ToolStatus
+    latency_ms: float
+    http_status: int | None
+    error: str | None
+    result: JsonValue
+
+    def record(self) -> dict[str, JsonValue]:
+        """The entry of ``TurnRecord.tools_executed``."""
+        return {
+            "call_id": self.call_id,
+            "name": self.name,
+            "source": self.source,
+            "round": self.round,
+            "arguments": self.arguments,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "http_status": self.http_status,
+            "error": self.error,
+            "result": self.result,
+        }
+
+    def event(self) -> dict[str, JsonValue]:
+        """The data of its ``tool_called`` audit event (the arguments and result are in the record)."""
+        return {
+            "call_id": self.call_id,
+            "name": self.name,
+            "source": self.source,
+            "round": self.round,
+            "status": self.status,
+            "latency_ms": self.latency_ms,
+            "http_status": self.http_status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class ToolLedger:
+    """Every tool call of one turn: resolvers first, then each round's calls in the model's order."""
+
+    calls: list[ToolExecution] = field(default_factory=list)
+    # The model's rounds of this turn: a regenerated answer (constraints.py) is asked again with
+    # them, and no new call, so regenerating never repeats a side effect.
+    rounds: list[ToolRound] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids)}"
+
+
+async def offered_tools(
+    config_store: ConfigStore,
+    tenant_id: UUID,
+    agent_id: UUID,
+    matches: Sequence[RuleMatch],
+    step: ScenarioStep | None,
+) -> list[ToolDefinition]:
+    """The tools this turn offers the model (see the module docstring), in attachment order."""
+    wanted = list(dict.fromkeys([t for m in matches for t in m.rule.attached_tool_ids]))
+    if step is not None:
+        wanted = list(dict.fromkeys([*wanted, *step.tool_ids]))
+    if not wanted:
+        return []
+    return await usable_tools(config_store, tenant_id, agent_id, wanted)
+
+
+async def usable_tools(
+    config_store: ConfigStore, tenant_id: UUID, agent_id: UUID, names: Sequence[str]
+) -> list[ToolDefinition]:
+    """The tools of ``names`` that are activated and enabled for the agent and defined (live) in
+    the tenant, in the order of ``names``."""
+    activations = await config_store.get_tool_activations(tenant_id, agent_id)
+    enabled = {a.tool_id for a in activations if a.enabled}
+    usable = [name for name in names if name in enabled]
+    if not usable:
+        return []
+    by_name = {d.name: d for d in await config_store.get_tool_definitions(tenant_id, names=usable)}
+    return [by_name[name] for name in usable if name in by_name]
+
+
+def tool_spec(definition: ToolDefinition) -> ToolSpec:
+    return ToolSpec(
+        name=definition.name, description=definition.description, parameters=definition.parameters
+    )
+
+
+class ToolRunner:
+    """Runs the calls of a turn through the executor and records them in the turn's ledger."""
+
+    def __init__(self, executor: ToolExecutor | None, settings: ToolsSettings) -> None:
+        self._executor = executor
+        self.settings = settings
+
+    async def call(
+        self,
+        tool: ToolDefinition,
+        call_id: str,
+        arguments: Any,
+        *,
+        source: CallSource,
+        round_number: int,
+        ledger: ToolLedger,
+    ) -> ToolOutcome:
+        """Validate and run one call; the outcome is recorded in ``ledger`` and returned."""
+        errors = argument_errors(tool.parameters, arguments)
+        if errors:
+            message = "invalid arguments: " + "; ".join(errors)
+            outcome = ToolOutcome(status="invalid", content=message, error=message)
+        else:
+            outcome = await self._execute(tool, arguments)
+        self._record(ledger, call_id, tool.name, source, round_number, arguments, outcome)
+        return outcome
+
+    def refuse(self, ledger: ToolLedger, call: ToolCall, round_number: int, message: str) -> ToolResult:
+        """A model's call that is not sent at all (unknown tool, too many calls)."""
+        outcome = ToolOutcome(status="invalid", content=message, error=message)
+        self._record(ledger, call.id, call.name, "model", round_number, call.arguments, outcome)
+        return ToolResult(call_id=call.id, name=call.name, content=message, is_error=True)
+
+    async def _execute(self, tool: ToolDefinition, arguments: Mapping[str, Any]) -> ToolOutcome:
+        if self._executor is None:
+            raise ConfigurationError("this TurnEngine has no tool executor: build it with tool_executor=...")
+        secret = tool.secret.get_secret_value() if tool.secret is not None else None
+        try:
+            return await self._executor.execute(tool.name, tool.http, arguments, secret=secret)
+        except Exception as exc:  # a failing tool never fails the turn; the bug is logged
+            _log.exception("tool_executor_failed", tool=tool.name, error=type(exc).__name__)
+            message = f"the call failed inside Focal ({type(exc).__name__})"
+            return ToolOutcome(status="error", content=message, error=message)
+
+    def _record(
+        self,
+        ledger: ToolLedger,
+        call_id: str,
+        name: str,
+        source: CallSource,
+        round_number: int,
+        arguments: Any,
+        outcome: ToolOutcome,
+    ) -> None:
+        cap = self.settings.record_result_bytes
+        ledger.calls.append(
+            ToolExecution(
+                call_id=storable(call_id),
+                name=storable(name),
+                source=source,
+                round=round_number,
+                arguments=capped(arguments, cap),
+                status=outcome.status,
+                latency_ms=outcome.latency_ms,
+                http_status=outcome.http_status,
+                error=storable(outcome.error),
+                result=capped(outcome.result, cap),
+            )
+        )
+
+    async def run_round(
+        self,
+        calls: Sequence[ToolCall],
+        offered: Mapping[str, ToolDefinition],
+        *,
+        round_number: int,
+        ledger: ToolLedger,
+    ) -> tuple[ToolResult, ...]:
+        """Run one round's calls concurrently; one result per call, in the calls' order."""
+        limit = self.settings.max_calls_per_round
+        own = [ToolLedger() for _ in calls]  # one per call: the turn's ledger keeps the calls' order
+
+        async def one(index: int, call: ToolCall) -> ToolResult:
+            tool = offered.get(call.name)
+            if tool is None:
+                return self.refuse(own[index], call, round_number, f"tool {call.name!r} is not available")
+            if index >= limit:
+                message = f"more than {limit} calls in one round: this one was not made"
+                return self.refuse(own[index], call, round_number, message)
+            outcome = await self.call(
+                tool, call.id, call.arguments, source="model", round_number=round_number, ledger=own[index]
+            )
+            return ToolResult(
+                call_id=call.id, name=call.name, content=outcome.content, is_error=outcome.status != "ok"
+            )
+
+        results = tuple(await asyncio.gather(*(one(i, call) for i, call in enumerate(calls))))
+        for per_call in own:
+            ledger.calls.extend(per_call.calls)
+        return results
+
+
+async def converse(
+    llm: LLMProvider,
+    runner: ToolRunner,
+    prompt: str,
+    tools: Sequence[ToolDefinition],
+    ledger: ToolLedger,
+    *,
+    system_prompt: str | None,
+    history: Sequence[LLMMessage],
+    max_tokens: int,
+    temperature: float,
+) -> tuple[LLMResponse, TokenUsage]:
+    """The model's final answer after at most ``max_rounds`` tool rounds, and the tokens of every
+    request (see the module docstring). Without tools: one plain request."""
+    common: dict[str, Any] = {
+        "system_prompt": system_prompt,
+        "history": history,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    if not tools:
+        response = await llm.generate(prompt, **common)
+        return response, response.usage
+    specs = [tool_spec(tool) for tool in tools]
+    if ledger.rounds:  # a regeneration: answer from the calls already made, make no new one
+        response = await llm.generate(
+            prompt, tools=specs, tool_rounds=ledger.rounds, tool_choice="none", **common
+        )
+        return response, response.usage
+    offered = {tool.name: tool for tool in tools}
+    rounds = ledger.rounds
+    usage = TokenUsage()
+    for round_number in range(1, runner.settings.max_rounds + 1):
+        response = await llm.generate(prompt, tools=specs, tool_rounds=rounds, tool_choice="auto", **common)
+        usage += response.usage
+        if not response.tool_calls:
+            return response, usage
+        results = await runner.run_round(
+            response.tool_calls, offered, round_number=round_number, ledger=ledger
+        )
+        rounds.append(ToolRound(text=response.content, calls=response.tool_calls, results=results))
+    response = await llm.generate(prompt, tools=specs, tool_rounds=rounds, tool_choice="none", **common)
+    return response, usage + response.usage
