@@ -57,6 +57,11 @@ class RuleCreate(RequestModel):
     is_hard_constraint: bool = False
     attached_tool_ids: list[ToolId] = Field(default_factory=list)
     attached_template_ids: list[UUID] = Field(default_factory=list, description="templates of this agent")
+    requests_handoff: bool = Field(
+        default=False,
+        description="when the rule matches, the turn answers, then the session switches to MANUAL "
+        "and the session.handoff_requested webhook is sent",
+    )
 
 
 class RuleUpdate(RequestModel):
@@ -73,6 +78,7 @@ class RuleUpdate(RequestModel):
     is_hard_constraint: NotNull[bool] = None
     attached_tool_ids: NotNull[list[ToolId]] = None
     attached_template_ids: NotNull[list[UUID]] = None
+    requests_handoff: NotNull[bool] = None
 
 
 class RuleOut(ResponseModel):
@@ -91,6 +97,7 @@ class RuleOut(ResponseModel):
     is_hard_constraint: bool
     attached_tool_ids: list[str]
     attached_template_ids: list[UUID]
+    requests_handoff: bool
     embedding_model: str | None
     revision: int = _REVISION
     created_at: datetime
