@@ -45,7 +45,7 @@ __all__ = [
 MAX_KEY_CHARS = 255
 # Printable ASCII without spaces: what a header value carries safely, and what clients generate
 # (UUIDs, ULIDs, hashes, channel message ids).
-_KEY = re.compile(r"^[\x21-\x7e]{1,%d}$" % MAX_KEY_CHARS)
+_KEY = re.compile(rf"^[\x21-\x7e]{{1,{MAX_KEY_CHARS}}}$")
 
 
 @dataclass(frozen=True)

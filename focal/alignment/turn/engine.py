@@ -30,6 +30,14 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
 
 Two concurrent turns without a ``session_id`` for a brand-new channel identity each open their own
 session (both saves are first saves); turns naming one session serialise through its version.
+With ``FOCAL_TURN__CONCURRENCY=enqueue`` turns of one conversation run one after the other instead
+(``ordering.py``).
+
+Session control (``control.py``, ``manual.py``, ``handoff.py``): a MANUAL session's message is
+recorded without an answer (``record_manual_turn``, right after the message checks); a matched rule
+with ``requests_handoff`` switches the session to MANUAL with the turn and, once it is persisted,
+emits ``session.handoff_requested`` to the event sink. Operator replies are turns with an empty
+``user_message``; the history skips empty sides.
 """
 
 from __future__ import annotations
@@ -44,7 +52,16 @@ from focal.alignment.models import Agent
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
+from focal.alignment.turn.handoff import (
+    EventSink,
+    hand_over,
+    handoff_rules,
+    notify_handoff,
+    with_handoff_event,
+)
+from focal.alignment.turn.manual import record_manual_turn
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
+from focal.alignment.turn.ordering import TurnOrdering
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
 from focal.alignment.turn.records import (
     Answered,
@@ -56,7 +73,8 @@ from focal.alignment.turn.records import (
 from focal.alignment.turn.retrieval import RuleMatch, recall_memory, record_fires, retrieve_rules
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
 from focal.audit.stores.store import AuditStore
-from focal.conversation.models import Session, SessionStatus
+from focal.conversation.locks import ConversationLocks
+from focal.conversation.models import Session, SessionMode, SessionStatus
 from focal.conversation.stores.store import SessionStore
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.memory.models import Episode
@@ -102,6 +120,8 @@ class TurnEngine:
         llm_provider: LLMProvider,
         embedding_provider: EmbeddingProvider,
         config: TurnConfig | None = None,
+        conversation_locks: ConversationLocks | None = None,
+        event_sink: EventSink | None = None,
     ) -> None:
         self._config_store = config_store
         self._session_store = session_store
@@ -114,6 +134,8 @@ class TurnEngine:
         self._stores = TurnStores(session_store, audit_store, memory_store)
         self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
         self._answerer = Answerer(config_store, llm_provider, self._checks)
+        self._ordering = TurnOrdering(conversation_locks, self._config)
+        self._event_sink = event_sink
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -126,9 +148,15 @@ class TurnEngine:
             llm_provider=services.llm_provider,
             embedding_provider=services.embedding_provider,
             config=config,
+            conversation_locks=services.conversation_locks,
+            event_sink=services.webhooks,
         )
 
     async def run(self, request: TurnRequest) -> TurnResult:
+        """One turn, under the configured concurrency policy (``ordering.py``)."""
+        return await self._ordering.run(request, self._run_once)
+
+    async def _run_once(self, request: TurnRequest) -> TurnResult:
         started = time.perf_counter()
         timer = StepTimer()
         message = request.normalised_message()
@@ -162,6 +190,18 @@ class TurnEngine:
             embedding_model=embedding_model,
         )
         self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
+        if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
+            return await record_manual_turn(
+                stores=self._stores,
+                profiles=self._profile_store,
+                checks=self._checks,
+                request=request,
+                draft=draft,
+                before=before,
+                session=session,
+                timer=timer,
+                started=started,
+            )
 
         async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
             # A read: a customer seen for the first time is only created once the turn succeeded.
@@ -220,11 +260,14 @@ class TurnEngine:
 
         session.turn_count = turn_number
         session.status = SessionStatus.ACTIVE
+        handoff = handoff_rules(matches)
+        hand_over(session, handoff)
         answered = Answered(reply, answer_embedding, matches, outcome, memories, new_session=found is None)
 
         def build(profile_id: UUID) -> TurnWrites:
             latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
-            return build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
+            writes = build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
+            return with_handoff_event(writes, handoff)
 
         # Every store's checks on every record, before the first write (see checks.py). A customer
         # seen for the first time is checked under a provisional id: no check depends on its value.
@@ -241,6 +284,7 @@ class TurnEngine:
             writes = build(profile.id)
 
         saved = await persist_turn(self._stores, writes, before, timer)
+        await notify_handoff(self._event_sink, writes, handoff)  # after persistence; never raises
 
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return TurnResult(
@@ -255,6 +299,7 @@ class TurnEngine:
             latency_ms=latency_ms,
             timings_ms=timer.snapshot(),
             new_session=found is None,
+            session_mode=saved.mode,
         )
 
     # --- loading ----------------------------------------------------------------------------
@@ -304,6 +349,14 @@ class TurnEngine:
             )
         history: list[LLMMessage] = []
         for turn in turns[-window:]:
-            history.append(LLMMessage(role="user", content=turn.user_message))
-            history.append(LLMMessage(role="assistant", content=turn.assistant_response))
+            # A MANUAL-mode message has no answer, an operator's reply (``control.py``) no
+            # customer message: empty sides are left out, and what is then adjacent and of one
+            # role is joined into one message.
+            for role, content in (("user", turn.user_message), ("assistant", turn.assistant_response)):
+                if not content:
+                    continue
+                if history and history[-1].role == role:
+                    history[-1] = LLMMessage(role=role, content=f"{history[-1].content}\n\n{content}")
+                else:
+                    history.append(LLMMessage(role=role, content=content))
         return history
