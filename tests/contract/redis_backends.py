@@ -16,7 +16,13 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from tests.integration.stores.redis_cluster import redis_cluster_client, redis_cluster_nodes
 
-__all__ = ["REDIS_BACKENDS", "redis_client_for", "redis_cluster_client", "redis_cluster_nodes", "shared_redis"]
+__all__ = [
+    "REDIS_BACKENDS",
+    "redis_client_for",
+    "redis_cluster_client",
+    "redis_cluster_nodes",
+    "shared_redis",
+]
 
 REDIS_BACKENDS = [
     "inmemory",

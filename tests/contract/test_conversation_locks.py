@@ -108,10 +108,12 @@ async def test_the_lock_is_released_when_the_block_raises_or_is_cancelled(locks:
 
 async def test_locks_are_per_tenant_and_per_key(locks: ConversationLocks) -> None:
     tenant, other = new_tenant(), new_tenant()
-    async with locks.hold(tenant, "conv", wait_seconds=LONG, lease_seconds=LONG):
-        async with locks.hold(other, "conv", wait_seconds=0.05, lease_seconds=LONG):
-            async with locks.hold(tenant, "another conversation", wait_seconds=0.05, lease_seconds=LONG):
-                pass
+    async with (
+        locks.hold(tenant, "conv", wait_seconds=LONG, lease_seconds=LONG),
+        locks.hold(other, "conv", wait_seconds=0.05, lease_seconds=LONG),
+        locks.hold(tenant, "another conversation", wait_seconds=0.05, lease_seconds=LONG),
+    ):
+        pass
 
 
 async def test_a_cancelled_waiter_stops_waiting_and_takes_nothing(locks: ConversationLocks) -> None:
@@ -135,7 +137,9 @@ async def _hold_once(locks: ConversationLocks, tenant: object) -> None:
 @pytest.mark.parametrize(
     ("key", "wait", "lease"), [("", 1.0, 1.0), ("k", 0.0, 1.0), ("k", 1.0, -1.0), ("k", float("inf"), 1.0)]
 )
-async def test_bad_arguments_are_refused(locks: ConversationLocks, key: str, wait: float, lease: float) -> None:
+async def test_bad_arguments_are_refused(
+    locks: ConversationLocks, key: str, wait: float, lease: float
+) -> None:
     with pytest.raises(InvalidDataError):
         async with locks.hold(new_tenant(), key, wait_seconds=wait, lease_seconds=lease):
             pytest.fail("held with bad arguments")
