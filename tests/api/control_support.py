@@ -101,8 +101,9 @@ def history_of(call: Any) -> list[tuple[str, str]]:
 @asynccontextmanager
 async def open_control_api(**overrides: Any) -> AsyncIterator[ControlApi]:
     """A ``ControlApi`` on settings with ``overrides`` (e.g. ``turn={"concurrency": "enqueue"}``)."""
+    webhooks = {**FAST_WEBHOOKS, **overrides.pop("webhooks", {})}
     settings = memory_settings(
-        embedding={"provider": "hashing", "dimensions": DIMENSIONS}, webhooks=FAST_WEBHOOKS, **overrides
+        embedding={"provider": "hashing", "dimensions": DIMENSIONS}, webhooks=webhooks, **overrides
     )
     services = build_memory_services(settings)
     llm = GatedLLM()

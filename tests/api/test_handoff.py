@@ -285,3 +285,18 @@ async def test_without_endpoints_the_handoff_still_switches_the_mode(control_api
     assert answered.json()["session_mode"] == "MANUAL"
     assert len(await api.events("handoff_requested")) == 1
     assert (await api.chat(agent["id"], "hi")).status_code == 202
+
+
+async def test_turning_the_flag_off_over_the_api_stops_handing_over(control_api: ControlApi) -> None:
+    api = control_api
+    agent, rule = await _handoff_agent(api)
+    changed = await api.client.patch(
+        f"/v1/agents/{agent['id']}/rules/{rule['id']}",
+        json={"requests_handoff": False},
+        headers={**api.headers, "If-Match": f'"{rule["revision"]}"'},
+    )
+    assert (changed.status_code, changed.json()["requests_handoff"]) == (200, False)
+    api.llm.enqueue("I can help with that myself.")
+    answered = await api.chat(agent["id"], ASK_FOR_HUMAN)
+    assert (answered.status_code, answered.json()["session_mode"]) == (200, "AUTO")
+    assert await api.events("handoff_requested") == []
