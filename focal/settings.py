@@ -204,6 +204,12 @@ class WebhookSettings(_Section):
     # multi-tenant deployments so tenants cannot make Focal call internal services.
     allowed_hosts: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _cap_covers_the_base(self) -> Self:
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ValueError("webhooks.backoff_cap_seconds must be >= backoff_base_seconds")
+        return self
+
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -58,6 +58,7 @@ __all__ = [
     "REPLAYED_HEADER",
     "IdempotencyHandle",
     "IdempotencyMiddleware",
+    "document_idempotency",
     "is_replayable",
     "request_fingerprint",
 ]
@@ -70,6 +71,33 @@ _KEPT_HEADERS = frozenset({"content-type", "etag", "location"})
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
 
 _log = get_logger("focal.api.idempotency")
+
+
+def document_idempotency(operation: dict[str, Any]) -> None:
+    """Declare the optional ``Idempotency-Key`` header of a POST operation in the OpenAPI document,
+    its 409 (in progress) and the ``Idempotent-Replayed`` header of replayed answers."""
+    parameters: list[dict[str, Any]] = operation.setdefault("parameters", [])
+    if any(p.get("in") == "header" and p.get("name", "").lower() == "idempotency-key" for p in parameters):
+        return
+    parameters.append(
+        {
+            "name": IDEMPOTENCY_KEY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Retries with the same key and body within 24 h get the first response "
+            f"(with {REPLAYED_HEADER}: true) and run nothing; the same key with another body is a 422",
+            "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+        }
+    )
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    responses.setdefault("409", {"description": "A request with the same Idempotency-Key is still running"})
+    replayed = {
+        "description": "true when the response is the stored one of an earlier request",
+        "schema": {"type": "string"},
+    }
+    for status, response in responses.items():
+        if status.startswith("2"):
+            response.setdefault("headers", {})[REPLAYED_HEADER] = replayed
 
 
 def is_replayable(status: int) -> bool:
