@@ -190,7 +190,11 @@ class IdempotencyMiddleware:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, tenant_id: UUID, key: str, body: bytes
     ) -> None:
-        store: IdempotencyStore = scope["app"].state.services.idempotency_store
+        services = getattr(scope["app"].state, "services", None)
+        if services is None:  # not initialised: the route reports it
+            await self.app(scope, _replay_body(body, receive), send)
+            return
+        store: IdempotencyStore = services.idempotency_store
         route = f"POST {scope['path']}"
         fingerprint = request_fingerprint(scope.get("query_string", b""), body)
         try:

@@ -24,9 +24,8 @@ def test_defaults() -> None:
     settings = Settings.load()
     assert (settings.turn.concurrency, settings.turn.enqueue_wait_seconds) == ("reject", 30.0)
     assert (settings.idempotency.ttl_seconds, settings.idempotency.in_flight_seconds) == (86400, 300)
-    assert (settings.webhooks.allow_http, settings.webhooks.allowed_hosts, settings.webhooks.max_attempts) == (
-        False, [], 6,
-    )  # fmt: skip
+    webhooks = settings.webhooks
+    assert (webhooks.allow_http, webhooks.allowed_hosts, webhooks.max_attempts) == (False, [], 6)
 
 
 def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
