@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -42,12 +43,16 @@ if TYPE_CHECKING:
 
     from focal.alignment.stores.config_store import ConfigStore
     from focal.audit.stores.store import AuditStore
+    from focal.conversation.locks import ConversationLocks
     from focal.conversation.stores.store import SessionStore
+    from focal.idempotency.store import IdempotencyStore
     from focal.memory.stores.store import MemoryStore
     from focal.profile.stores.store import ProfileStore
     from focal.providers.embedding.base import EmbeddingProvider
     from focal.providers.llm.base import LLMProvider
     from focal.tools.executor import ToolExecutor
+    from focal.webhooks.dispatcher import WebhookDispatcher
+    from focal.webhooks.store import WebhookStore
 
 __all__ = ["FocalServices", "ReadinessChecks", "build_services", "open_services"]
 
@@ -123,9 +128,18 @@ class ReadinessChecks:
         await check_redis_server(self.redis, allow_eviction=self.redis_allow_eviction)
 
 
+def _in_memory(module: str, name: str) -> Any:
+    """A default factory for a services field: the in-memory class, imported when first needed."""
+    return lambda: getattr(importlib.import_module(module), name)()
+
+
 @dataclass
 class FocalServices:
-    """Everything a request handler or the turn pipeline needs, built once per process."""
+    """Everything a request handler or the turn pipeline needs, built once per process.
+
+    ``idempotency_store``, ``conversation_locks`` and ``webhook_store`` default to the in-memory
+    ones (one process); ``webhooks`` (the dispatcher) is None when events go nowhere.
+    """
 
     settings: Settings
     config_store: ConfigStore
@@ -137,6 +151,16 @@ class FocalServices:
     embedding_provider: EmbeddingProvider
     tool_executor: ToolExecutor
     checks: ReadinessChecks = field(default_factory=ReadinessChecks)
+    idempotency_store: IdempotencyStore = field(
+        default_factory=_in_memory("focal.idempotency.inmemory", "InMemoryIdempotencyStore")
+    )
+    conversation_locks: ConversationLocks = field(
+        default_factory=_in_memory("focal.conversation.locks", "InMemoryConversationLocks")
+    )
+    webhook_store: WebhookStore = field(
+        default_factory=_in_memory("focal.webhooks.inmemory", "InMemoryWebhookStore")
+    )
+    webhooks: WebhookDispatcher | None = None
 
 
 def build_tool_executor(settings: Settings) -> ToolExecutor:
@@ -193,20 +217,27 @@ def build_memory_services(settings: Settings) -> FocalServices:
     from focal.conversation.stores.inmemory import InMemorySessionStore
     from focal.memory.stores.inmemory import InMemoryMemoryStore
     from focal.profile.stores.inmemory import InMemoryProfileStore
+    from focal.webhooks.dispatcher import WebhookDispatcher
+    from focal.webhooks.inmemory import InMemoryWebhookStore
 
     llm, embedding = _build_providers(settings)
     dimensions = settings.embedding.dimensions
+    audit_store = InMemoryAuditStore()
+    webhook_store = InMemoryWebhookStore()
+    dispatcher = WebhookDispatcher.from_settings(settings.webhooks, webhook_store, audit_store)
     return FocalServices(
         settings=settings,
         config_store=InMemoryConfigStore(embedding_dimensions=dimensions),
         memory_store=InMemoryMemoryStore(embedding_dimensions=dimensions),
         session_store=InMemorySessionStore(),
-        audit_store=InMemoryAuditStore(),
+        audit_store=audit_store,
         profile_store=InMemoryProfileStore(),
         llm_provider=llm,
         embedding_provider=embedding,
         tool_executor=build_tool_executor(settings),
         checks=ReadinessChecks(),
+        webhook_store=webhook_store,
+        webhooks=dispatcher,
     )
 
 
@@ -307,10 +338,14 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
     from focal.alignment.stores.postgres import PostgresConfigStore
     from focal.audit.stores.postgres import PostgresAuditStore
     from focal.conversation.stores.redis import RedisSessionStore
+    from focal.conversation.stores.redis_locks import RedisConversationLocks
     from focal.db.migrate import check_embedding_dimensions, ensure_schema_at_head
     from focal.db.pool import create_pool_from_settings
+    from focal.idempotency.redis import RedisIdempotencyStore
     from focal.memory.stores.postgres import PostgresMemoryStore
     from focal.profile.stores.postgres import PostgresProfileStore
+    from focal.webhooks.dispatcher import WebhookDispatcher
+    from focal.webhooks.postgres import PostgresWebhookStore
 
     database_url = settings.database.url
     redis_url = settings.redis.url
@@ -338,6 +373,15 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
     stack.push_async_callback(close_redis_client, client)
     tool_executor = build_tool_executor(settings)
     stack.push_async_callback(tool_executor.aclose)
+    redis_bounds: dict[str, Any] = {
+        "key_prefix": settings.redis.key_prefix,
+        "operation_timeout_seconds": settings.redis.operation_timeout_seconds,
+        "max_concurrent_operations": settings.redis.max_connections if settings.redis.cluster else None,
+    }
+    audit_store = PostgresAuditStore(pool)
+    webhook_store = PostgresWebhookStore(pool)
+    dispatcher = WebhookDispatcher.from_settings(settings.webhooks, webhook_store, audit_store)
+    stack.push_async_callback(dispatcher.aclose)
 
     return FocalServices(
         settings=settings,
@@ -352,7 +396,7 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
             operation_timeout_seconds=settings.redis.operation_timeout_seconds,
             max_concurrent_operations=settings.redis.max_connections if settings.redis.cluster else None,
         ),
-        audit_store=PostgresAuditStore(pool),
+        audit_store=audit_store,
         profile_store=PostgresProfileStore(pool),
         llm_provider=llm,
         embedding_provider=embedding,
@@ -363,6 +407,10 @@ async def _build_external_services(settings: Settings, stack: contextlib.AsyncEx
             embedding_dimensions=dimensions,
             redis_allow_eviction=settings.redis.allow_eviction,
         ),
+        idempotency_store=RedisIdempotencyStore(client, **redis_bounds),
+        conversation_locks=RedisConversationLocks(client, **redis_bounds),
+        webhook_store=webhook_store,
+        webhooks=dispatcher,
     )
 
 
@@ -378,6 +426,8 @@ async def build_services(settings: Settings) -> tuple[FocalServices, contextlib.
             stack.push_async_callback(services.llm_provider.aclose)
             stack.push_async_callback(services.embedding_provider.aclose)
             stack.push_async_callback(services.tool_executor.aclose)
+            if services.webhooks is not None:
+                stack.push_async_callback(services.webhooks.aclose)
         elif settings.storage is StorageBackend.EXTERNAL:
             services = await _build_external_services(settings, stack)
         else:

@@ -6,7 +6,9 @@
     │   ├── StoreConnectionError    backend unreachable, timed out, pool exhausted
     │   ├── NotFoundError           the thing to update does not exist (for this tenant)
     │   ├── ConflictError           unique violation, stale version, cross-tenant id clash
-    │   │   └── StaleRevisionError  an optimistic write whose expected revision is no longer stored
+    │   │   ├── StaleRevisionError  an optimistic write whose expected revision is no longer stored
+    │   │   ├── ConcurrentTurnError another writer saved the session while a turn was running
+    │   │   └── ConversationBusyError  an earlier turn held the conversation past the wait bound
     │   ├── InvalidDataError        bad input: wrong vector length, limit out of range, ...
     │   └── SchemaVersionError      the database schema is behind or ahead of the code
     └── ProviderError               anything an LLM or embedding provider raises
@@ -57,6 +59,17 @@ class ConflictError(StoreError):
 class StaleRevisionError(ConflictError):
     """A write conditioned on a revision (``expected_revision``) found another revision stored:
     someone else saved the row since it was read. Nothing was written; re-read and retry."""
+
+
+class ConcurrentTurnError(ConflictError):
+    """A turn lost its session's version check: another turn (or an operator's write) saved the
+    session since the turn read it. Nothing of the turn was written; running it again re-reads
+    the session and its history."""
+
+
+class ConversationBusyError(ConflictError):
+    """The conversation's earlier turn still held it when this message's wait ran out
+    (``FOCAL_TURN__CONCURRENCY=enqueue``). Nothing was written."""
 
 
 class InvalidDataError(StoreError):

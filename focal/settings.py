@@ -119,6 +119,19 @@ class TurnSettings(_Section):
     # trail as a scenario_entered / step_changed event). Bounds the session a looping scenario
     # would otherwise grow by one visit per turn, until the Redis session size cap refused it.
     max_step_history: int = Field(default=20, ge=1, le=1000)
+    # Two messages of one conversation (agent + channel identity) at once: ``reject`` answers the
+    # one that loses the session's version race with 409; ``enqueue`` makes the later one wait
+    # (a lock per conversation, shared through Redis) and run as the next turn, its history
+    # containing the first. See ``focal/alignment/turn/ordering.py``.
+    concurrency: Literal["reject", "enqueue"] = "reject"
+    # enqueue: how long a message waits for the conversation's earlier turn (then 409).
+    enqueue_wait_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
+    # enqueue: the lock's lease, renewed every third of it while the turn runs; a process that
+    # dies holding it frees the conversation after at most this long.
+    enqueue_lease_seconds: float = Field(default=10.0, ge=0.05, le=3600, allow_inf_nan=False)
+    # enqueue: runs of one message when another writer (an operator, a lost lease) still saved
+    # the session first; each run re-reads the session and its history.
+    enqueue_max_attempts: int = Field(default=3, ge=1, le=20)
 
     # Hard constraints (focal.alignment.turn.constraints). An answer that breaks one is generated
     # again, naming what it broke, at most this many times; then a FALLBACK template that passes
@@ -229,6 +242,48 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
 
 
+class IdempotencySettings(_Section):
+    """``Idempotency-Key`` on POST requests (``focal/api/idempotency.py``); kept in the session Redis
+    (or in memory with ``storage=memory``)."""
+
+    # How long a completed request's response is replayed for its key.
+    ttl_seconds: int = Field(default=86400, ge=1, le=30 * 86400)
+    # How long a key stays "in progress" when the process handling it dies before finishing; a
+    # request with the same key meanwhile gets 409 idempotency_in_progress. Longer than any
+    # request may take (the LLM deadline is 120 s by default).
+    in_flight_seconds: int = Field(default=300, ge=1, le=86400)
+    # Responses larger than this are not kept (logged): the key is released and a retry runs again.
+    max_response_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+
+
+class WebhookSettings(_Section):
+    """Outgoing webhooks (``focal/webhooks/``): delivery bounds and which URLs endpoints may use."""
+
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, allow_inf_nan=False)  # per attempt
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    # Backoff before attempt n+1: min(cap, base * 2**(n-1)), with full jitter.
+    backoff_base_seconds: float = Field(default=1.0, gt=0, le=3600, allow_inf_nan=False)
+    backoff_cap_seconds: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
+    # A process holds a delivery this long per attempt; a delivery whose holder died (lease
+    # expired) is taken over by any process's sweep.
+    lease_seconds: float = Field(default=60.0, gt=0, le=3600, allow_inf_nan=False)
+    sweep_interval_seconds: float = Field(default=15.0, gt=0, le=3600, allow_inf_nan=False)
+    # On shutdown, in-flight deliveries get this long to finish; the rest stay pending (and leased)
+    # in the database and another (or the next) process resumes them once the lease expires.
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=300, allow_inf_nan=False)
+    # Endpoint URLs must be https unless this is true (development, loopback receivers).
+    allow_http: bool = False
+    # When not empty, an endpoint's host must be one of these (exact, case-insensitive); set it in
+    # multi-tenant deployments so tenants cannot make Focal call internal services.
+    allowed_hosts: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _cap_covers_the_base(self) -> Self:
+        if self.backoff_cap_seconds < self.backoff_base_seconds:
+            raise ValueError("webhooks.backoff_cap_seconds must be >= backoff_base_seconds")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_output: bool | None = Field(default=None, description="None: JSON unless stderr is a terminal")
@@ -255,6 +310,8 @@ class Settings(BaseSettings):
     tools: ToolsSettings = ToolsSettings()
     auth: AuthSettings = AuthSettings()
     server: ServerSettings = ServerSettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    webhooks: WebhookSettings = WebhookSettings()
     logging: LoggingSettings = LoggingSettings()
 
     anthropic_api_key: SecretStr | None = Field(

@@ -116,6 +116,9 @@ class Rule(_Scoped):
     is_hard_constraint: bool = False
     attached_tool_ids: list[str] = Field(default_factory=list)
     attached_template_ids: list[UUID] = Field(default_factory=list)
+    # A turn matching this rule answers, then hands the session to a person (MANUAL mode) and
+    # emits the ``session.handoff_requested`` webhook (``focal/alignment/turn/handoff.py``).
+    requests_handoff: bool = False
     embedding: list[float] | None = None
     embedding_model: str | None = None
     revision: int = _revision()

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from focal.api.errors import install_error_handlers
+from focal.api.idempotency import IdempotencyMiddleware
 from focal.api.middleware import (
     BodySizeLimitMiddleware,
     HttpMetrics,
@@ -28,10 +29,12 @@ from focal.api.routes import (
     ops,
     profiles,
     scenarios,
+    session_control,
     session_variables,
     sessions,
     tool_definitions,
     tools,
+    webhooks,
 )
 from focal.api.routes.chat import router as chat_router
 from focal.bootstrap import FocalServices, build_services
@@ -49,6 +52,20 @@ the tenant comes from the token only. Errors share one envelope:
 """
 
 
+@asynccontextmanager
+async def _webhook_sweep(services: FocalServices) -> AsyncIterator[None]:
+    """While the app serves: every process sweeps for webhook deliveries left by a dead process."""
+    dispatcher = services.webhooks
+    if dispatcher is None:
+        yield
+        return
+    dispatcher.start()
+    try:
+        yield
+    finally:
+        await dispatcher.stop_sweeping()
+
+
 def create_app(settings: Settings, *, services: FocalServices | None = None) -> FastAPI:
     """The ASGI app. Raises ``ConfigurationError`` when no JWT secret is configured."""
     if settings.auth.jwt_secret is None or not settings.auth.jwt_secret.get_secret_value():
@@ -62,11 +79,12 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if services is not None:
             app.state.services = services
-            yield
+            async with _webhook_sweep(services):
+                yield
             return
         built, stack = await build_services(settings)
         app.state.services = built
-        async with stack:
+        async with stack, _webhook_sweep(built):
             yield
 
     app = FastAPI(
@@ -87,7 +105,9 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
     install_error_handlers(app)
     install_openapi(app)
     # Added innermost first: the request context (ids, access log, metrics, the last-resort 500)
-    # wraps the size limit, which wraps the text check (so the body that one reads is bounded).
+    # wraps the size limit, which wraps the text check (so the body that one reads is bounded),
+    # which wraps the idempotency keys (so a refused body never reserves a key).
+    app.add_middleware(IdempotencyMiddleware, settings=settings.idempotency)
     app.add_middleware(RequestTextMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.server.max_body_bytes)
     documentation = {
@@ -111,6 +131,8 @@ def create_app(settings: Settings, *, services: FocalServices | None = None) -> 
     app.include_router(chat_router)
     app.include_router(sessions.router)
     app.include_router(session_variables.router)
+    app.include_router(session_control.router)
+    app.include_router(webhooks.router)
     app.include_router(profiles.router)
     app.include_router(memory.router)
     return app

@@ -12,6 +12,9 @@ extra work:
 - every operation with a request body: 400 (the body could not be decoded), 413 and 422;
 - every operation with parameters: 422;
 - every operation with a path parameter (an id): 404;
+- every ``/v1`` POST: the optional ``Idempotency-Key`` header, its 409 (a request with the key is
+  still running) and the ``Idempotent-Replayed`` header of success responses
+  (``focal.api.idempotency``);
 - every operation that takes ``If-Match`` (optimistic concurrency, ``focal.api.concurrency``): 412
   with the current ``ETag``, and 409 (a concurrent change kept winning).
 """
@@ -23,6 +26,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+
+from focal.api.idempotency import document_idempotency
 
 __all__ = ["ERROR_ENVELOPE_REF", "ErrorEnvelope", "document_errors", "install_openapi"]
 
@@ -119,6 +124,8 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
     schemas["ErrorEnvelope"] = envelope
     for path, item in document.get("paths", {}).items():
         for method, operation in item.items():
+            if method == "post" and path.startswith("/v1/"):
+                document_idempotency(operation)  # before the errors: its 409 gets the envelope
             if method in _HTTP_METHODS:
                 _document_operation(path, operation)
     for name in _FASTAPI_ERROR_SCHEMAS:  # HTTPValidationError first: it refers to ValidationError

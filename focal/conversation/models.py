@@ -26,6 +26,16 @@ class SessionStatus(StrEnum):
     CLOSED = "CLOSED"
 
 
+class SessionMode(StrEnum):
+    """Who answers the customer: the agent (``AUTO``) or a person (``MANUAL``, after a handoff).
+
+    In MANUAL mode a customer's message is recorded as a turn without any LLM call, and operators
+    answer with ``POST /v1/sessions/{id}/messages``."""
+
+    AUTO = "AUTO"
+    MANUAL = "MANUAL"
+
+
 class StepVisit(FocalModel):
     """One entry into a scenario step, kept in ``Session.step_history``."""
 
@@ -51,6 +61,7 @@ class Session(FocalModel):
     channel: Channel
     user_channel_id: str = Field(min_length=1, max_length=255)
     status: SessionStatus = SessionStatus.ACTIVE
+    mode: SessionMode = SessionMode.AUTO  # sessions stored before modes existed read as AUTO
     config_version: int = Field(default=1, ge=1, le=MAX_INT4)
     variables: JsonDict = Field(default_factory=dict)
     # When each variable was last set (by a turn or an operator): resolver caches expire by it.

@@ -82,7 +82,9 @@ async def test_chat_with_an_agent_configured_over_the_api(chat_api: ApiHarness):
         "template_id",
         "usage",
         "latency_ms",
+        "session_mode",
     }
+    assert data["session_mode"] == "AUTO"
     assert data["turn_number"] == 1 and data["response"] == "Shipping is free above 50 EUR."
     assert [(m["rule_id"], m["name"]) for m in data["matched_rules"]] == [(rule.json()["id"], "shipping")]
     assert data["scenario"] is None and data["template_id"] is None

@@ -36,6 +36,7 @@ from tests.api.conftest import bearer, memory_settings
 
 _SETTINGS = memory_settings()
 _SERVICES = build_memory_services(_SETTINGS)
+_SERVICES.webhooks = None  # a generated handoff rule must not send generated webhook URLs anything
 _APP = create_app(_SETTINGS, services=_SERVICES)
 _TENANT = uuid4()
 _HEADERS = bearer(_TENANT, ttl_seconds=3600)

@@ -18,7 +18,7 @@ import pytest_asyncio
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from focal.alignment.models import ScopeFilter
-from focal.conversation.models import Channel, Session, SessionStatus, StepVisit
+from focal.conversation.models import Channel, Session, SessionMode, SessionStatus, StepVisit
 from focal.conversation.stores.inmemory import InMemorySessionStore
 from focal.conversation.stores.redis import RedisSessionStore
 from focal.conversation.stores.store import SessionStore
@@ -117,6 +117,20 @@ async def test_save_increments_version_and_keeps_changes(store: SessionStore) ->
     stored = await store.get(tenant, first.session_id)
     assert stored == second
     assert stored is not None and stored.turn_count == 5 and stored.status == SessionStatus.IDLE
+
+
+async def test_mode_defaults_to_auto_and_is_kept_on_every_read_path(store: SessionStore) -> None:
+    tenant = new_tenant()
+    first = await store.save(session(tenant))
+    assert first.mode is SessionMode.AUTO
+    manual = await store.save(first.model_copy(update={"mode": SessionMode.MANUAL}))
+    assert manual.mode is SessionMode.MANUAL
+    stored = await store.get(tenant, first.session_id)
+    assert stored is not None and stored.mode is SessionMode.MANUAL
+    by_channel = await store.get_by_channel(tenant, first.channel, first.user_channel_id)
+    assert by_channel is not None and by_channel.mode is SessionMode.MANUAL
+    assert [s.mode for s in await store.list_by_agent(tenant, first.agent_id)] == [SessionMode.MANUAL]
+    assert await store.get(new_tenant(), first.session_id) is None
 
 
 async def test_get_unknown_or_other_tenant_returns_none(store: SessionStore) -> None:

@@ -12,10 +12,12 @@ import pytest
 import focal.errors as errors
 from focal.errors import (
     AuthenticationError,
+    ConcurrentTurnError,
     ConfigurationError,
     ConflictError,
     ContentFilterError,
     ContextWindowExceededError,
+    ConversationBusyError,
     FocalError,
     InvalidDataError,
     InvalidResponseError,
@@ -39,6 +41,8 @@ PARENT: dict[type[FocalError], type[Exception]] = {
     NotFoundError: StoreError,
     ConflictError: StoreError,
     StaleRevisionError: ConflictError,
+    ConcurrentTurnError: ConflictError,
+    ConversationBusyError: ConflictError,
     InvalidDataError: StoreError,
     SchemaVersionError: StoreError,
     ProviderError: FocalError,
@@ -81,7 +85,7 @@ def test_docstring_and_module_name_the_same_classes() -> None:
 def test_store_and_provider_branches_are_disjoint() -> None:
     stores = {cls for cls in PARENT if issubclass(cls, StoreError)}
     providers = {cls for cls in PARENT if issubclass(cls, ProviderError)}
-    assert len(stores) == 7 and len(providers) == 9
+    assert len(stores) == 9 and len(providers) == 9
     assert not stores & providers
     assert not issubclass(ConfigurationError, StoreError | ProviderError)
 

@@ -38,6 +38,14 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
 
 Two concurrent turns without a ``session_id`` for a brand-new channel identity each open their own
 session (both saves are first saves); turns naming one session serialise through its version.
+With ``FOCAL_TURN__CONCURRENCY=enqueue`` turns of one conversation run one after the other instead
+(``ordering.py``).
+
+Session control (``control.py``, ``manual.py``, ``handoff.py``): a MANUAL session's message is
+recorded without an answer (``record_manual_turn``, right after the message checks); a matched rule
+with ``requests_handoff`` switches the session to MANUAL with the turn and, once it is persisted,
+emits ``session.handoff_requested`` to the event sink. Operator replies are turns with an empty
+``user_message``; the history skips empty sides.
 """
 
 from __future__ import annotations
@@ -52,7 +60,16 @@ from focal.alignment.models import Agent, Rule
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
+from focal.alignment.turn.handoff import (
+    EventSink,
+    hand_over,
+    handoff_rules,
+    notify_handoff,
+    with_handoff_event,
+)
+from focal.alignment.turn.manual import record_manual_turn
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
+from focal.alignment.turn.ordering import TurnOrdering
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
 from focal.alignment.turn.records import (
     Answered,
@@ -74,7 +91,8 @@ from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner
 from focal.alignment.turn.variables import StepCapture, TurnVariables, resolve_needed
 from focal.audit.models import TokenCounts
 from focal.audit.stores.store import AuditStore
-from focal.conversation.models import Session, SessionStatus
+from focal.conversation.locks import ConversationLocks
+from focal.conversation.models import Session, SessionMode, SessionStatus
 from focal.conversation.stores.store import SessionStore
 from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.memory.models import Episode
@@ -136,6 +154,8 @@ class TurnEngine:
         config: TurnConfig | None = None,
         tool_executor: ToolExecutor | None = None,
         tools: ToolsSettings | None = None,
+        conversation_locks: ConversationLocks | None = None,
+        event_sink: EventSink | None = None,
     ) -> None:
         """``tool_executor`` runs the tenants' tools (``focal.bootstrap`` builds it); an engine
         without one refuses a turn that would call a tool (``ConfigurationError``)."""
@@ -151,6 +171,8 @@ class TurnEngine:
         self._checks = TurnChecks(memory_dimensions=memory_store.embedding_dimensions)
         self._tool_runner = ToolRunner(tool_executor, tools or ToolsSettings())
         self._answerer = Answerer(config_store, llm_provider, self._checks, self._config, self._tool_runner)
+        self._ordering = TurnOrdering(conversation_locks, self._config)
+        self._event_sink = event_sink
 
     @classmethod
     def from_services(cls, services: FocalServices, config: TurnConfig | None = None) -> TurnEngine:
@@ -165,9 +187,15 @@ class TurnEngine:
             config=config,
             tool_executor=services.tool_executor,
             tools=services.settings.tools,
+            conversation_locks=services.conversation_locks,
+            event_sink=services.webhooks,
         )
 
     async def run(self, request: TurnRequest) -> TurnResult:
+        """One turn, under the configured concurrency policy (``ordering.py``)."""
+        return await self._ordering.run(request, self._run_once)
+
+    async def _run_once(self, request: TurnRequest) -> TurnResult:
         started = time.perf_counter()
         timer = StepTimer()
         message = request.normalised_message()
@@ -201,6 +229,18 @@ class TurnEngine:
             embedding_model=embedding_model,
         )
         self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
+        if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
+            return await record_manual_turn(
+                stores=self._stores,
+                profiles=self._profile_store,
+                checks=self._checks,
+                request=request,
+                draft=draft,
+                before=before,
+                session=session,
+                timer=timer,
+                started=started,
+            )
 
         async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
             # A read: a customer seen for the first time is only created once the turn succeeded.
@@ -294,6 +334,8 @@ class TurnEngine:
 
         session.turn_count = turn_number
         session.status = SessionStatus.ACTIVE
+        handoff = handoff_rules(matches)
+        hand_over(session, handoff)
         answered = Answered(
             reply,
             answer_embedding,
@@ -308,7 +350,8 @@ class TurnEngine:
 
         def build(profile_id: UUID) -> TurnWrites:
             latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
-            return build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
+            writes = build_writes(draft, session, answered, profile_id, timer.snapshot(), latency_ms)
+            return with_handoff_event(writes, handoff)
 
         # Every store's checks on every record, before the first write (see checks.py). A customer
         # seen for the first time is checked under a provisional id: no check depends on its value.
@@ -325,6 +368,7 @@ class TurnEngine:
             writes = build(profile.id)
 
         saved = await persist_turn(self._stores, writes, before, timer)
+        await notify_handoff(self._event_sink, writes, handoff)  # after persistence; never raises
 
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return TurnResult(
@@ -339,6 +383,7 @@ class TurnEngine:
             latency_ms=latency_ms,
             timings_ms=timer.snapshot(),
             new_session=found is None,
+            session_mode=saved.mode,
         )
 
     # --- loading ----------------------------------------------------------------------------
@@ -388,6 +433,14 @@ class TurnEngine:
             )
         history: list[LLMMessage] = []
         for turn in turns[-window:]:
-            history.append(LLMMessage(role="user", content=turn.user_message))
-            history.append(LLMMessage(role="assistant", content=turn.assistant_response))
+            # A MANUAL-mode message has no answer, an operator's reply (``control.py``) no
+            # customer message: empty sides are left out, and what is then adjacent and of one
+            # role is joined into one message.
+            for role, content in (("user", turn.user_message), ("assistant", turn.assistant_response)):
+                if not content:
+                    continue
+                if history and history[-1].role == role:
+                    history[-1] = LLMMessage(role=role, content=f"{history[-1].content}\n\n{content}")
+                else:
+                    history.append(LLMMessage(role=role, content=content))
         return history

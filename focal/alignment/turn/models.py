@@ -18,7 +18,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from focal.audit.models import MatchedRule, TokenCounts
-from focal.conversation.models import Channel
+from focal.conversation.models import Channel, SessionMode
 from focal.errors import InvalidDataError
 from focal.settings import TurnSettings
 
@@ -95,6 +95,10 @@ class TurnResult(BaseModel):
     latency_ms: float
     timings_ms: dict[str, float]
     new_session: bool
+    # The session's mode after the turn: MANUAL once a rule handed it to a person.
+    session_mode: SessionMode = SessionMode.AUTO
+    # False: the message was recorded without an answer (a MANUAL session; a person answers).
+    answered: bool = True
 
 
 @dataclass

@@ -4,8 +4,9 @@ By the time this module runs, every record of the turn was built and passed the 
 (``checks.py``), so a store refusing bad data cannot happen here. What remains are conflicts and
 infrastructure failures, and the order of the writes decides what they leave behind:
 
-1. **The session**, under its version check. ``ConflictError`` means another writer saved it
-   since it was read (a concurrent turn won): nothing was written.
+1. **The session**, under its version check. ``ConcurrentTurnError`` (a ``ConflictError``) means
+   another writer saved it since it was read (a concurrent turn won): nothing was written, and
+   running the turn again (``ordering.py``, ``FOCAL_TURN__CONCURRENCY=enqueue``) is safe.
 2. **The turn record**: the turn's place in the audit trail. If it cannot be written (the database
    is unreachable, say), the session save is undone: the session as it was before the turn is
    saved back, under the version check. The client's retry then gets the same turn number and
@@ -39,7 +40,7 @@ from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session
 from focal.conversation.stores.store import SessionStore
-from focal.errors import ConfigurationError, ConflictError
+from focal.errors import ConcurrentTurnError, ConfigurationError, ConflictError
 from focal.logging import get_logger
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
@@ -73,7 +74,10 @@ async def persist_turn(stores: TurnStores, writes: TurnWrites, before: Session, 
     turn (for a new session: as it was opened), saved back if the turn record cannot be written.
     Returns the saved session."""
     with timer.measure("save_session"):
-        saved = await stores.session_store.save(writes.session)
+        try:
+            saved = await stores.session_store.save(writes.session)
+        except ConflictError as exc:
+            raise ConcurrentTurnError(str(exc)) from exc
     with timer.measure("save_record"):
         try:
             await stores.audit_store.save_turn(writes.record)

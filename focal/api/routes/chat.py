@@ -14,6 +14,10 @@ mapped by ``focal.api.errors``:
 - the LLM provider failing after its retries with no FALLBACK template: 502 (503 when the vendor is
   unavailable, 429 when rate limited), and nothing is saved. An answer no store can keep counts
   as such a failure (502).
+- a session in MANUAL mode (handed to a person): the message is recorded as a turn without any
+  LLM call and the answer is 202 Accepted with the turn id (``ChatAccepted``); an operator replies
+  with ``POST /v1/sessions/{id}/messages``;
+- with an ``Idempotency-Key`` header, a retry gets the first response (``focal.api.idempotency``);
 - a store unreachable while the turn is written: 503; ``focal/alignment/turn/persist.py`` says
   what is left behind (at most a session save that is undone, or a recorded turn whose events or
   memory are incomplete).
@@ -25,16 +29,25 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
 from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest
 from focal.api.deps import ServicesDep, TenantDep
 from focal.api.schemas.chat import ChatRequest, ChatResponse
+from focal.api.schemas.control import ChatAccepted
 
 router = APIRouter(tags=["chat"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": ChatAccepted,
+        "description": "the session is in MANUAL mode: the message was recorded for a person to answer",
+    },
     404: {"description": "no such agent, or session_id is not this tenant's session with this agent"},
-    409: {"description": "the agent is disabled, the session is closed, or a concurrent turn saved first"},
+    409: {
+        "description": "the agent is disabled, the session is closed, a concurrent turn saved first, "
+        "or a request with the same Idempotency-Key is still running"
+    },
     429: {"description": "the LLM provider rate-limited us and no FALLBACK template exists"},
     502: {"description": "the LLM failed, or gave an answer no store can keep, and no FALLBACK exists"},
     503: {"description": "the LLM provider or a store is unavailable"},
@@ -44,7 +57,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_ERRORS)
 async def chat(
     agent_id: UUID, body: ChatRequest, tenant_id: TenantDep, services: ServicesDep, request: Request
-) -> ChatResponse:
+) -> ChatResponse | JSONResponse:
     """Run one turn: match rules, move through scenarios, recall memory, answer, remember."""
     # Thresholds come from settings (FOCAL_TURN__*); an app may override them in app.state.turn_config.
     config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
@@ -61,4 +74,12 @@ async def chat(
             session_id=body.session_id,
         )
     )
+    if not result.answered:
+        accepted = ChatAccepted(
+            session_id=result.session_id,
+            turn_id=result.turn_id,
+            turn_number=result.turn_number,
+            session_mode=result.session_mode,
+        )
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
     return ChatResponse.from_result(result)

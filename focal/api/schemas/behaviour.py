@@ -108,6 +108,11 @@ class RuleCreate(RequestModel):
     judge_instructions: NonBlankStr | None = Field(
         default=None, max_length=MAX_JUDGE_INSTRUCTIONS_LENGTH, description=_JUDGE_DESCRIPTION
     )
+    requests_handoff: bool = Field(
+        default=False,
+        description="when the rule matches, the turn answers, then the session switches to MANUAL "
+        "and the session.handoff_requested webhook is sent",
+    )
 
 
 class RuleUpdate(RequestModel):
@@ -129,6 +134,7 @@ class RuleUpdate(RequestModel):
     judge_instructions: NonBlankStr | None = Field(
         default=None, max_length=MAX_JUDGE_INSTRUCTIONS_LENGTH, description=_JUDGE_DESCRIPTION
     )
+    requests_handoff: NotNull[bool] = None
 
 
 class RuleOut(ResponseModel):
@@ -150,6 +156,7 @@ class RuleOut(ResponseModel):
     forbid_patterns: list[str]
     require_patterns: list[str]
     judge_instructions: str | None
+    requests_handoff: bool
     embedding_model: str | None
     revision: int = _REVISION
     created_at: datetime

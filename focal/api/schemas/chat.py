@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from focal.alignment.turn.models import MAX_MESSAGE_CHARS, TurnResult
 from focal.api.schemas.common import RequestModel
 from focal.api.schemas.conversations import ChannelUserId
-from focal.conversation.models import Channel
+from focal.conversation.models import Channel, SessionMode
 
 __all__ = ["ChatRequest", "ChatResponse", "ChatScenario", "ChatUsage", "MatchedRuleOut"]
 
@@ -59,6 +59,9 @@ class ChatResponse(BaseModel):
     template_id: UUID | None = Field(description="The EXCLUSIVE or FALLBACK template that answered, if any")
     usage: ChatUsage
     latency_ms: float
+    session_mode: SessionMode = Field(
+        description="MANUAL once a rule handed the session to a person: later messages get 202"
+    )
 
     @classmethod
     def from_result(cls, result: TurnResult) -> ChatResponse:
@@ -77,4 +80,5 @@ class ChatResponse(BaseModel):
             template_id=result.template_id,
             usage=ChatUsage(**result.usage.model_dump()),
             latency_ms=result.latency_ms,
+            session_mode=result.session_mode,
         )

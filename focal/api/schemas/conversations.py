@@ -10,7 +10,7 @@ from pydantic import AfterValidator, Field
 
 from focal.alignment.turn.models import normalise_channel_user_id
 from focal.api.schemas.common import NonBlankStr, RequestModel, ResponseModel
-from focal.conversation.models import Channel, SessionStatus, StepVisit
+from focal.conversation.models import Channel, SessionMode, SessionStatus, StepVisit
 from focal.memory.models import EpisodeType
 from focal.profile.models import FieldSource
 
@@ -61,6 +61,7 @@ class SessionOut(ResponseModel):
     channel: Channel
     user_channel_id: str
     status: SessionStatus
+    mode: SessionMode
     config_version: int
     variables: dict[str, Any]
     active_scenario_id: UUID | None

@@ -326,6 +326,7 @@ async def test_a_regenerated_answer_reuses_the_tool_rounds_and_calls_nothing_aga
     assert result.response == "Your kettle was delivered."
     assert shop.paths() == ["/orders/FD-10234"]  # called once, not again for the regeneration
     first, second, regenerated = model.calls
+    assert first.tool_choice == "auto" and first.tool_rounds == ()
     assert regenerated.tool_choice == "none"
     assert regenerated.tool_rounds == second.tool_rounds and len(regenerated.tool_rounds) == 1
     turn = await _record(tools_stack, agent, result.session_id)

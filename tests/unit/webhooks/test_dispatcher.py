@@ -1,0 +1,128 @@
+"""``WebhookDispatcher`` lifecycle against a real loopback receiver: shutdown leaves unfinished
+deliveries to the sweep of another process, permanent failures stop at once, backoff is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from focal.audit.stores.inmemory import InMemoryAuditStore
+from focal.errors import InvalidDataError
+from focal.webhooks.dispatcher import ATTEMPT_EVENT, WebhookDispatcher, WebhookOptions
+from focal.webhooks.inmemory import InMemoryWebhookStore
+from focal.webhooks.models import DeliveryStatus, WebhookEndpoint, WebhookEventType
+from focal.webhooks.signing import generate_secret
+from tests.support import new_tenant
+from tests.webhook_receiver import WebhookReceiver, serve_receiver
+
+HANDOFF = WebhookEventType.SESSION_HANDOFF_REQUESTED.value
+FAST = WebhookOptions(
+    timeout_seconds=5, max_attempts=3, backoff_base_seconds=0.01, backoff_cap_seconds=0.02, allow_http=True
+)
+
+
+async def _setup(
+    url: str, receiver: WebhookReceiver | None = None, **endpoint: object
+) -> tuple[InMemoryWebhookStore, InMemoryAuditStore, WebhookEndpoint]:
+    store, audit = InMemoryWebhookStore(), InMemoryAuditStore()
+    created = await store.create_endpoint(
+        WebhookEndpoint(
+            tenant_id=new_tenant(), url=url, event_types=[HANDOFF], secret=generate_secret(), **endpoint
+        )  # type: ignore[arg-type]
+    )
+    if receiver is not None:
+        receiver.secret = created.secret
+    return store, audit, created
+
+
+async def test_shutdown_leaves_the_delivery_to_another_processs_sweep() -> None:
+    receiver = WebhookReceiver(hold=threading.Event())
+    assert receiver.hold is not None
+    with serve_receiver(receiver) as url:
+        store, audit, endpoint = await _setup(url, receiver)
+        options = replace(FAST, lease_seconds=1.0, shutdown_grace_seconds=0)
+        async with httpx.AsyncClient() as client_a, httpx.AsyncClient() as client_b:
+            first = WebhookDispatcher(store, audit, client_a, options)
+            (delivery,) = await first.emit(endpoint.tenant_id, HANDOFF, {"n": 1})
+            assert await asyncio.to_thread(receiver.arrived.wait, 10)
+            await first.aclose()  # the process stops: the attempt in flight is cancelled
+            receiver.hold.set()
+            pending = await store.get_delivery(endpoint.tenant_id, delivery.id)
+            assert pending is not None and (pending.status, pending.attempts) == (DeliveryStatus.PENDING, 0)
+
+            second = WebhookDispatcher(store, audit, client_b, options)
+            assert await second.sweep_once() == 0  # still leased by the stopped process
+            deadline = time.monotonic() + 10
+            while await second.sweep_once() == 0:  # the lease runs out within a second
+                assert time.monotonic() < deadline, "the delivery was never resumed"
+                await asyncio.sleep(0.02)
+            await second.wait_idle()
+            await second.aclose()
+    done = await store.get_delivery(endpoint.tenant_id, delivery.id)
+    assert done is not None and (done.status, done.attempts) == (DeliveryStatus.DELIVERED, 1)
+    received = receiver.snapshot()
+    assert len(received) == 2  # at least once: the cancelled attempt had reached the receiver
+    assert {r.headers["webhook-id"] for r in received} == {str(delivery.event_id)}
+    assert all(r.signature_error is None for r in received)
+
+
+@pytest.mark.parametrize("change", ["disable", "delete", "url_no_longer_allowed"])
+async def test_an_endpoint_changed_before_the_attempt_gets_nothing(change: str) -> None:
+    receiver = WebhookReceiver()
+    with serve_receiver(receiver) as url:
+        store, audit, endpoint = await _setup(url, receiver)
+        options = FAST if change != "url_no_longer_allowed" else replace(FAST, allow_http=False)
+        async with httpx.AsyncClient() as client:
+            dispatcher = WebhookDispatcher(store, audit, client, options)
+            (delivery,) = await dispatcher.emit(endpoint.tenant_id, HANDOFF, {"n": 1})
+            # The delivery task has not run yet (emit only schedules it).
+            if change == "disable":
+                await store.update_endpoint(
+                    endpoint.model_copy(update={"enabled": False}), expected_revision=1
+                )
+            elif change == "delete":
+                await store.delete_endpoint(endpoint.tenant_id, endpoint.id)
+            await dispatcher.wait_idle()
+            await dispatcher.aclose()
+    assert receiver.snapshot() == []
+    stored = await store.get_delivery(endpoint.tenant_id, delivery.id)
+    if change == "delete":
+        assert stored is None
+        return
+    assert stored is not None and (stored.status, stored.attempts) == (DeliveryStatus.FAILED, 1)
+    (attempt,) = await audit.list_events(endpoint.tenant_id, event_type=ATTEMPT_EVENT)
+    assert attempt.event_data["outcome"] == "failed" and attempt.event_data["error"] == stored.last_error
+
+
+async def test_nothing_is_written_without_an_enabled_endpoint_for_the_event() -> None:
+    store, audit, endpoint = await _setup("https://hooks.example.com/h", enabled=False)
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(store, audit, client, FAST)
+        assert await dispatcher.emit(endpoint.tenant_id, HANDOFF, {}) == []
+        assert await dispatcher.emit(new_tenant(), HANDOFF, {}) == []
+        with pytest.raises(InvalidDataError):
+            await dispatcher.emit(endpoint.tenant_id, "session.unknown", {})
+        assert dispatcher.in_flight == 0
+    assert await store.list_deliveries(endpoint.tenant_id, endpoint.id) == []
+
+
+def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+    options = WebhookOptions(backoff_base_seconds=1, backoff_cap_seconds=5)
+    for attempts, ceiling in ((1, 1), (2, 2), (3, 4), (4, 5), (10, 5)):
+        waits = [options.backoff(attempts) for _ in range(200)]
+        assert all(0 <= wait <= ceiling for wait in waits)
+        assert max(waits) > ceiling / 2  # jittered over the whole range, not stuck at 0
+
+
+def test_options_come_from_the_settings() -> None:
+    from focal.settings import WebhookSettings
+
+    options = WebhookOptions.from_settings(
+        WebhookSettings(allowed_hosts=["Hooks.Example.com"], max_attempts=2)
+    )
+    assert (options.allowed_hosts, options.max_attempts) == (("hooks.example.com",), 2)
