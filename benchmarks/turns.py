@@ -21,7 +21,11 @@ Cases, in one run:
 - The cases are interleaved conversation by conversation (and round by round), so a machine whose
   load drifts during the run (a shared CI box) biases none of them.
 
-Target (design README): one turn's platform overhead p50 under 20 ms on PostgreSQL + Redis.
+- ``first_delta``: time to the first streamed delta over HTTP with the real OpenAI SDK against the
+  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``).
+
+Targets (design README, issue #15): one turn's platform overhead p50 under 20 ms on PostgreSQL +
+Redis; Focal adds under 10 ms before the first streamed byte.
 
 Usage: ``python benchmarks/turns.py [--database-url postgresql://... --redis-url redis://...]
 [--output benchmarks/results/turns.json]``. Without URLs it starts embedded servers through
@@ -44,6 +48,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
+
+import first_delta  # benchmarks/first_delta.py, beside this script
 
 from focal.alignment.turn import TurnEngine, TurnRequest
 from focal.bootstrap import FocalServices, build_memory_services, build_services
@@ -239,6 +245,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             inmemory = TurnCase(build_memory_services(settings.model_copy(update={"storage": "memory"})))
             raw = RawRoundtrip(services)
             await interleaved(production, inmemory, raw, args)
+            streaming = await first_delta.measure(
+                services, samples=args.first_delta_samples, chunk_delay_ms=args.chunk_delay_ms
+            )
 
     production_summary = production.summary(args.concurrency)
     p50 = production_summary["sequential"]["latency"]["p50_ms"]
@@ -266,6 +275,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "inmemory": inmemory.summary(args.concurrency),
             "raw_roundtrip": raw.summary(args.concurrency),
         },
+        "first_delta": streaming,
         "target": {"sequential_p50_under_ms": TARGET_P50_MS, "met": p50 < TARGET_P50_MS},
     }
 
@@ -283,6 +293,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="conversations run before measuring")
     parser.add_argument("--pool-size", type=int, default=20, help="asyncpg pool max size")
     parser.add_argument("--no-fsync", action="store_true", help="embedded PostgreSQL without fsync")
+    parser.add_argument("--first-delta-samples", type=int, default=100, help="streamed turns timed")
+    parser.add_argument("--chunk-delay-ms", type=float, default=20.0, help="the vendor fake's chunk delay")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     args = parser.parse_args()
     configure_logging("WARNING")

@@ -37,12 +37,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from focal.alignment.models import Agent
 from focal.alignment.stores.config_store import ConfigStore
-from focal.alignment.turn.answer import AnswerContext, Answerer
+from focal.alignment.turn.answer import AnswerContext, Answerer, DeltaSink
 from focal.alignment.turn.checks import TurnChecks
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
@@ -128,7 +128,10 @@ class TurnEngine:
             config=config,
         )
 
-    async def run(self, request: TurnRequest) -> TurnResult:
+    async def run(self, request: TurnRequest, *, on_delta: DeltaSink | None = None) -> TurnResult:
+        """One turn. With ``on_delta`` the answer's text is handed out as it is produced (see
+        ``answer.py``); the turn is written only once the answer is complete, and a caller that
+        is cancelled before then (a client that went away) leaves nothing behind."""
         started = time.perf_counter()
         timer = StepTimer()
         message = request.normalised_message()
@@ -213,7 +216,7 @@ class TurnEngine:
 
         with timer.measure("respond"):
             reply = await self._answerer.answer(
-                AnswerContext(agent, session, draft, matches, outcome, memories, history)
+                AnswerContext(agent, session, draft, matches, outcome, memories, history), on_delta
             )
         with timer.measure("embed_answer"):
             (answer_embedding,) = await self._embedder.embed_batch([reply.text])
@@ -231,16 +234,24 @@ class TurnEngine:
         writes = build(profile.id if profile is not None else uuid4())
         with timer.measure("check_records"):
             self._checks.writes(writes)
-        if profile is None:
-            # Race-safe: concurrent first turns of one identity get one profile. Created only now,
-            # so a refused or failed turn leaves no profile behind.
-            with timer.measure("create_customer"):
-                profile = await self._profile_store.get_or_create(
-                    request.tenant_id, request.channel, request.user_channel_id
-                )
-            writes = build(profile.id)
 
-        saved = await persist_turn(self._stores, writes, before, timer)
+        async def write() -> Session:
+            nonlocal writes
+            if profile is None:
+                # Race-safe: concurrent first turns of one identity get one profile. Created only
+                # now, so a refused or failed turn leaves no profile behind.
+                with timer.measure("create_customer"):
+                    created = await self._profile_store.get_or_create(
+                        request.tenant_id, request.channel, request.user_channel_id
+                    )
+                writes = build(created.id)
+            return await persist_turn(self._stores, writes, before, timer)
+
+        # The answer is complete: the writes run to their end even if the caller goes away now (a
+        # streaming client that disconnects), so a turn is written whole or, before this, not at all.
+        writing = asyncio.ensure_future(write())
+        writing.add_done_callback(_observe)  # a failure after a cancel is logged by persist.py
+        saved = await asyncio.shield(writing)
 
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return TurnResult(
@@ -307,3 +318,10 @@ class TurnEngine:
             history.append(LLMMessage(role="user", content=turn.user_message))
             history.append(LLMMessage(role="assistant", content=turn.assistant_response))
         return history
+
+
+def _observe(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a task nobody may await any more (its caller was cancelled) as seen;
+    a failure of the writes is logged by ``persist.py``."""
+    if not task.cancelled():
+        task.exception()

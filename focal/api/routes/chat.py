@@ -24,11 +24,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest
 from focal.api.deps import ServicesDep, TenantDep
 from focal.api.schemas.chat import ChatRequest, ChatResponse
+from focal.api.sse import EVENT_STREAM, stream_turn, wants_event_stream
 
 router = APIRouter(tags=["chat"])
 
@@ -41,24 +42,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_ERRORS)
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'The turn. With `Accept: text/event-stream` or `"stream": true`: Server-Sent '
+        "Events `delta` ({text}), then `done` (this body) or `error` ({status, error})",
+        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+    },
+    **_ERRORS,
+}
+
+
+@router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_RESPONSES)
 async def chat(
     agent_id: UUID, body: ChatRequest, tenant_id: TenantDep, services: ServicesDep, request: Request
-) -> ChatResponse:
-    """Run one turn: match rules, move through scenarios, recall memory, answer, remember."""
+) -> ChatResponse | Response:
+    """Run one turn: match rules, move through scenarios, recall memory, answer, remember.
+
+    Streaming (``Accept: text/event-stream`` or ``"stream": true``): see ``focal.api.sse``. An
+    error before the first piece of the answer is an ordinary error response."""
     # Thresholds come from settings (FOCAL_TURN__*); an app may override them in app.state.turn_config.
     config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
     if config is None:
         config = services.settings.turn
     engine = TurnEngine.from_services(services, config)
-    result = await engine.run(
-        TurnRequest(
-            tenant_id=tenant_id,
-            agent_id=agent_id,
-            channel=body.channel,
-            user_channel_id=body.user_channel_id,
-            message=body.message,
-            session_id=body.session_id,
-        )
+    turn = TurnRequest(
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        channel=body.channel,
+        user_channel_id=body.user_channel_id,
+        message=body.message,
+        session_id=body.session_id,
     )
-    return ChatResponse.from_result(result)
+    if body.stream or wants_event_stream(request):
+        return await stream_turn(
+            request, lambda on_delta: engine.run(turn, on_delta=on_delta), ChatResponse.from_result
+        )
+    return ChatResponse.from_result(await engine.run(turn))
