@@ -22,7 +22,11 @@ Cases, in one run:
 - The cases are interleaved conversation by conversation (and round by round), so a machine whose
   load drifts during the run (a shared CI box) biases none of them.
 
-Target (design README): one turn's platform overhead p50 under 20 ms on PostgreSQL + Redis.
+- ``first_delta``: time to the first streamed delta over HTTP with the real OpenAI SDK against the
+  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``).
+
+Targets (design README, issue #15): one turn's platform overhead p50 under 20 ms on PostgreSQL +
+Redis; Focal adds under 10 ms before the first streamed byte.
 
 Section ``constraint_checks`` (also alone, without servers: ``--constraints-only``): the cost of
 the deterministic hard-constraint checks of one turn (``focal.alignment.turn.constraints
@@ -52,6 +56,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
+
+import first_delta  # benchmarks/first_delta.py, beside this script
 
 from focal.alignment.models import Rule, Scope
 from focal.alignment.turn import TurnEngine, TurnRequest
@@ -363,6 +369,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raw = RawRoundtrip(services)
             await interleaved(production, inmemory, raw, args)
             constraint_checks = await constraint_cost(args, services)
+            streaming = await first_delta.measure(
+                services, samples=args.first_delta_samples, chunk_delay_ms=args.chunk_delay_ms
+            )
 
     production_summary = production.summary(args.concurrency)
     p50 = production_summary["sequential"]["latency"]["p50_ms"]
@@ -390,6 +399,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "inmemory": inmemory.summary(args.concurrency),
             "raw_roundtrip": raw.summary(args.concurrency),
         },
+        "first_delta": streaming,
         "target": {"sequential_p50_under_ms": TARGET_P50_MS, "met": p50 < TARGET_P50_MS},
         "constraint_checks": constraint_checks,
     }
@@ -408,6 +418,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="conversations run before measuring")
     parser.add_argument("--pool-size", type=int, default=20, help="asyncpg pool max size")
     parser.add_argument("--no-fsync", action="store_true", help="embedded PostgreSQL without fsync")
+    parser.add_argument("--first-delta-samples", type=int, default=100, help="streamed turns timed")
+    parser.add_argument("--chunk-delay-ms", type=float, default=20.0, help="the vendor fake's chunk delay")
     parser.add_argument("--output", type=Path, default=None, help="also write the JSON to this file")
     parser.add_argument("--constraints", type=int, default=20, help="always-on constraints measured")
     parser.add_argument("--constraint-samples", type=int, default=5000, help="timed constraint checks")

@@ -1,14 +1,22 @@
-"""``LoopbackServer``: any ASGI app served by uvicorn on 127.0.0.1 in a background thread.
+"""Any ASGI app served by uvicorn on 127.0.0.1, for tests that need a real HTTP peer.
 
-For tests that need a real HTTP peer (tool servers, webhook receivers): the code under test talks
-to it over a real socket, with its real HTTP client, never a mock.
+- ``LoopbackServer``: in a background thread with its own event loop (tool servers, webhook
+  receivers, vendor fakes: apps that share nothing with the test's loop).
+- ``serve_in_this_loop``: as a task of the test's own event loop, for Focal's app itself when its
+  services hold clients bound to that loop (asyncpg pools, Redis clients) and the test needs a real
+  socket (a client that disconnects mid-response).
+
+The code under test talks to them over a real socket, with its real HTTP client, never a mock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
@@ -50,3 +58,27 @@ class LoopbackServer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_in_this_loop(app: Any) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port from the running loop; yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(1000):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        else:
+            raise RuntimeError("the loopback server did not start")
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -46,12 +46,12 @@ REQUEST_TIMEOUT_SECONDS = 30.0
 class ServeProcess:
     """One ``focal serve --port 0`` on external servers; stdout and stderr go to ``output``."""
 
-    def __init__(self, env: dict[str, str], output: Path, cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], output: Path, cwd: Path, extra_args: Sequence[str] = ()) -> None:
         self.url = ""  # known once the banner names the port the server picked
         self.output = output
         self._log = open(output, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "focal.cli", "serve", "--port", "0"],
+            [sys.executable, "-m", "focal.cli", "serve", "--port", "0", *extra_args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -17,6 +17,15 @@ Hard constraints (``constraints.py``) wrap all of it: every applicable constrain
 prompt's "Hard constraints" section, and every candidate answer (EXCLUSIVE template, LLM answer,
 FALLBACK template) is checked; a violating one is generated again, replaced by a compliant
 FALLBACK template, or by the safe message. ``_generate`` itself only generates.
+
+**Streaming** (``on_delta``): the answer's text is handed to ``on_delta`` as it is produced
+(``streaming.py``: the pieces joined are always the recorded answer). Live, as the provider streams
+it, when no check could refuse it afterwards; when a hard constraint of the turn has checks
+(patterns, or a judge), the answer is generated and checked first and handed out in one piece: a
+violating answer is never shown, not even in part. A template is one piece. When the provider
+fails after some text was handed out, a FALLBACK template, if one applies, is the rest of the
+answer (after a blank line) and the recorded answer is what the customer saw; without one the
+error propagates and nothing is written.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from focal.alignment.turn.respond import (
 )
 from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.scenario import ScenarioOutcome
+from focal.alignment.turn.streaming import DeltaSink, HandedOut
 from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner, converse, offered_tools
 from focal.audit.models import TokenCounts
 from focal.conversation.models import Session
@@ -90,11 +100,26 @@ class Answerer:
         self._config = config or TurnConfig()
         self._tools = tools
 
-    async def answer(self, ctx: AnswerContext) -> Reply:
-        agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
-        catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
+    async def answer(self, ctx: AnswerContext, on_delta: DeltaSink | None = None) -> Reply:
+        """The turn's reply; with ``on_delta``, its text handed out as well (module docstring)."""
         constraints = applicable_constraints(ctx.constraints, ctx.matches)
         enforcer = ConstraintEnforcer(self._llm, self._config, constraints, ctx.draft.message)
+        if on_delta is None:
+            return await self._answer(ctx, enforcer, None)
+        handed_out = HandedOut(on_delta)
+        live = not enforcer.checks_answers()
+        reply = await self._answer(ctx, enforcer, handed_out if live else None)
+        if handed_out.text != reply.text:  # a template, a buffered answer, or a FALLBACK completing
+            await handed_out.complete(reply.text)  # a stream that broke off
+            reply.text = handed_out.text
+        return reply
+
+    async def _answer(
+        self, ctx: AnswerContext, enforcer: ConstraintEnforcer, handed_out: HandedOut | None
+    ) -> Reply:
+        agent, session, outcome = ctx.agent, ctx.session, ctx.outcome
+        catalog = TemplateCatalog(self._config_store, agent.tenant_id, agent.id)
+        constraints = enforcer.constraints
 
         async def fallback() -> TemplateAnswer | None:
             return await fallback_answer(catalog, ctx.matches, outcome.step, session.variables)
@@ -121,10 +146,10 @@ class Answerer:
             )
 
         async def regenerate(corrections: list[str]) -> Reply:
-            return await self._generate(ctx, prompt(corrections))
+            return await self._generate(ctx, prompt(corrections), handed_out)
 
         try:
-            first = await self._generate(ctx, prompt([]))
+            first = await self._generate(ctx, prompt([]), handed_out)
         except ProviderError as exc:
             found = await fallback()
             self._log_provider_failure(ctx, exc, found)
@@ -151,7 +176,7 @@ class Answerer:
             fallback_template_id=str(fallback.template.id) if fallback else None,
         )
 
-    async def _generate(self, ctx: AnswerContext, prompt: str) -> Reply:
+    async def _generate(self, ctx: AnswerContext, prompt: str, handed_out: HandedOut | None = None) -> Reply:
         """The LLM's answer to ``prompt``, after the tool loop when tools are offered
         (``tool_loop.py``: its calls go into ``ctx.ledger``); an answer no store can keep is
         ``InvalidResponseError``."""
@@ -161,7 +186,7 @@ class Answerer:
         )
         if tools and self._tools is None:
             raise ConfigurationError("tools are offered but the Answerer has no ToolRunner")
-        response, usage = await converse(
+        response, usage, text = await converse(
             self._llm,
             self._tools or _NO_TOOLS,
             prompt,
@@ -171,8 +196,9 @@ class Answerer:
             history=ctx.history,
             max_tokens=agent.max_tokens,
             temperature=agent.temperature,
+            handed_out=handed_out,
         )
-        answer = response.content.strip()
+        answer = text
         if not answer:
             raise InvalidResponseError("the model returned an empty answer", provider=self._llm.model_id)
         try:

@@ -177,6 +177,12 @@ class ConstraintEnforcer:
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     extra_usage: TokenCounts = field(default_factory=TokenCounts)
 
+    def checks_answers(self) -> bool:
+        """Whether a candidate answer can be refused: some constraint has patterns, or a judge
+        that will be asked. (A streamed answer is then buffered until it passed.)"""
+        patterns = any(rule.forbid_patterns or rule.require_patterns for rule in self.constraints)
+        return patterns or bool(self._judged())
+
     def _judged(self) -> list[Rule]:
         if not self.config.constraint_judge:
             return []

@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from focal.alignment.models import Agent, Rule
@@ -87,6 +87,7 @@ from focal.alignment.turn.retrieval import (
     retrieve_rules,
 )
 from focal.alignment.turn.scenario import ScenarioOutcome, advance_scenario
+from focal.alignment.turn.streaming import DeltaSink
 from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner
 from focal.alignment.turn.variables import StepCapture, TurnVariables, resolve_needed
 from focal.audit.models import TokenCounts
@@ -191,11 +192,27 @@ class TurnEngine:
             event_sink=services.webhooks,
         )
 
-    async def run(self, request: TurnRequest) -> TurnResult:
-        """One turn, under the configured concurrency policy (``ordering.py``)."""
-        return await self._ordering.run(request, self._run_once)
+    async def run(self, request: TurnRequest, *, on_delta: DeltaSink | None = None) -> TurnResult:
+        """One turn, under the configured concurrency policy (``ordering.py``).
 
-    async def _run_once(self, request: TurnRequest) -> TurnResult:
+        With ``on_delta`` the answer's text is handed out as it is produced (see ``answer.py``);
+        the turn is written only once the answer is complete, and a caller that is cancelled
+        before then (a client that went away) leaves nothing behind. A run whose text was handed
+        out is never run again by the ``enqueue`` policy (the client would get it twice)."""
+        if on_delta is None:
+            return await self._ordering.run(request, self._run_once)
+        sink, handed_out = on_delta, False
+
+        async def tracked(text: str) -> None:
+            nonlocal handed_out
+            handed_out = True
+            await sink(text)
+
+        return await self._ordering.run(
+            request, lambda again: self._run_once(again, tracked), may_run_again=lambda: not handed_out
+        )
+
+    async def _run_once(self, request: TurnRequest, on_delta: DeltaSink | None = None) -> TurnResult:
         started = time.perf_counter()
         timer = StepTimer()
         message = request.normalised_message()
@@ -324,7 +341,8 @@ class TurnEngine:
                     constraints,
                     ledger=ledger,
                     known_values=turn_variables.known_values(),
-                )
+                ),
+                on_delta,
             )
         if relevance is not None and relevance.outcome is not None:
             reply.usage += relevance.outcome.usage  # the relevance check's call is the turn's too
@@ -358,17 +376,26 @@ class TurnEngine:
         writes = build(profile.id if profile is not None else uuid4())
         with timer.measure("check_records"):
             self._checks.writes(writes)
-        if profile is None:
-            # Race-safe: concurrent first turns of one identity get one profile. Created only now,
-            # so a refused or failed turn leaves no profile behind.
-            with timer.measure("create_customer"):
-                profile = await self._profile_store.get_or_create(
-                    request.tenant_id, request.channel, request.user_channel_id
-                )
-            writes = build(profile.id)
 
-        saved = await persist_turn(self._stores, writes, before, timer)
-        await notify_handoff(self._event_sink, writes, handoff)  # after persistence; never raises
+        async def write() -> Session:
+            nonlocal writes
+            if profile is None:
+                # Race-safe: concurrent first turns of one identity get one profile. Created only
+                # now, so a refused or failed turn leaves no profile behind.
+                with timer.measure("create_customer"):
+                    created = await self._profile_store.get_or_create(
+                        request.tenant_id, request.channel, request.user_channel_id
+                    )
+                writes = build(created.id)
+            saved = await persist_turn(self._stores, writes, before, timer)
+            await notify_handoff(self._event_sink, writes, handoff)  # after persistence; never raises
+            return saved
+
+        # The answer is complete: the writes run to their end even if the caller goes away now (a
+        # streaming client that disconnects), so a turn is written whole or, before this, not at all.
+        writing = asyncio.ensure_future(write())
+        writing.add_done_callback(_observe)  # a failure after a cancel is logged by persist.py
+        saved = await asyncio.shield(writing)
 
         latency_ms = round((time.perf_counter() - started) * 1000.0, 3)
         return TurnResult(
@@ -444,3 +471,10 @@ class TurnEngine:
                 else:
                     history.append(LLMMessage(role=role, content=content))
         return history
+
+
+def _observe(task: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a task nobody may await any more (its caller was cancelled) as seen;
+    a failure of the writes is logged by ``persist.py``."""
+    if not task.cancelled():
+        task.exception()

@@ -52,8 +52,14 @@ class TurnOrdering:
         self._config = config
 
     async def run(
-        self, request: TurnRequest, run_once: Callable[[TurnRequest], Awaitable[TurnResult]]
+        self,
+        request: TurnRequest,
+        run_once: Callable[[TurnRequest], Awaitable[TurnResult]],
+        *,
+        may_run_again: Callable[[], bool] = lambda: True,
     ) -> TurnResult:
+        """``run_once`` under the policy; ``may_run_again`` says whether a lost run may be run
+        again (not when its answer was already streamed to the client: it would be sent twice)."""
         if self._config.concurrency == "reject" or self._locks is None:
             return await run_once(request)
         config = self._config
@@ -67,7 +73,7 @@ class TurnOrdering:
                 try:
                     return await run_once(request)
                 except ConcurrentTurnError as exc:
-                    if attempt == config.enqueue_max_attempts:
+                    if attempt == config.enqueue_max_attempts or not may_run_again():
                         raise
                     _log.info(
                         "turn run again: the session changed under it",

@@ -9,7 +9,9 @@ query.
 **Loop** (``converse``). The model is asked with the tools; when it answers with calls, they run
 (below) and the exchange is appended as a ``ToolRound``; then it is asked again, at most
 ``max_rounds`` times. If it still asks for calls after that, one last request with
-``tool_choice="none"`` makes it answer in text. Token usage is summed over every request. When a
+``tool_choice="none"`` makes it answer in text. Token usage is summed over every request, and the
+answer is the text of every request, joined (what a model says before its calls is part of what
+the customer is told; a streamed answer hands each request's text out as it comes). When a
 hard constraint makes the turn regenerate its answer, the model is asked again with the rounds
 already made and ``tool_choice="none"``: a regeneration never calls a tool twice.
 
@@ -42,6 +44,7 @@ from pydantic import JsonValue
 from focal.alignment.models import ScenarioStep, ToolDefinition
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.retrieval import RuleMatch
+from focal.alignment.turn.streaming import HandedOut, joined_segments, stream_response
 from focal.errors import ConfigurationError
 from focal.logging import get_logger
 from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, TokenUsage
@@ -266,35 +269,48 @@ async def converse(
     history: Sequence[LLMMessage],
     max_tokens: int,
     temperature: float,
-) -> tuple[LLMResponse, TokenUsage]:
-    """The model's final answer after at most ``max_rounds`` tool rounds, and the tokens of every
-    request (see the module docstring). Without tools: one plain request."""
+    handed_out: HandedOut | None = None,
+) -> tuple[LLMResponse, TokenUsage, str]:
+    """The model's final response after at most ``max_rounds`` tool rounds, the tokens of every
+    request, and the answer's text: the texts of every request, joined (``joined_segments``; a
+    model may say something before its calls). Without tools: one plain request. With
+    ``handed_out`` every request is streamed through it."""
     common: dict[str, Any] = {
         "system_prompt": system_prompt,
         "history": history,
         "max_tokens": max_tokens,
         "temperature": temperature,
     }
+    texts: list[str] = []
+    usage = TokenUsage()
+
+    async def ask(**options: Any) -> LLMResponse:
+        nonlocal usage
+        if handed_out is None:
+            response = await llm.generate(prompt, **common, **options)
+        else:
+            response = await stream_response(
+                llm.stream(prompt, **common, **options), handed_out, llm.model_id
+            )
+        usage += response.usage
+        texts.append(response.content)
+        return response
+
     if not tools:
-        response = await llm.generate(prompt, **common)
-        return response, response.usage
+        response = await ask()
+        return response, usage, joined_segments(texts)
     specs = [tool_spec(tool) for tool in tools]
     if ledger.rounds:  # a regeneration: answer from the calls already made, make no new one
-        response = await llm.generate(
-            prompt, tools=specs, tool_rounds=ledger.rounds, tool_choice="none", **common
-        )
-        return response, response.usage
+        response = await ask(tools=specs, tool_rounds=list(ledger.rounds), tool_choice="none")
+        return response, usage, joined_segments(texts)
     offered = {tool.name: tool for tool in tools}
-    rounds = ledger.rounds
-    usage = TokenUsage()
     for round_number in range(1, runner.settings.max_rounds + 1):
-        response = await llm.generate(prompt, tools=specs, tool_rounds=rounds, tool_choice="auto", **common)
-        usage += response.usage
+        response = await ask(tools=specs, tool_rounds=list(ledger.rounds), tool_choice="auto")
         if not response.tool_calls:
-            return response, usage
+            return response, usage, joined_segments(texts)
         results = await runner.run_round(
             response.tool_calls, offered, round_number=round_number, ledger=ledger
         )
-        rounds.append(ToolRound(text=response.content, calls=response.tool_calls, results=results))
-    response = await llm.generate(prompt, tools=specs, tool_rounds=rounds, tool_choice="none", **common)
-    return response, usage + response.usage
+        ledger.rounds.append(ToolRound(text=response.content, calls=response.tool_calls, results=results))
+    response = await ask(tools=specs, tool_rounds=list(ledger.rounds), tool_choice="none")
+    return response, usage, joined_segments(texts)

@@ -28,13 +28,14 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest
+from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest, TurnResult
 from focal.api.deps import ServicesDep, TenantDep
 from focal.api.schemas.chat import ChatRequest, ChatResponse
 from focal.api.schemas.control import ChatAccepted
+from focal.api.sse import EVENT_STREAM, stream_turn, wants_event_stream
 
 router = APIRouter(tags=["chat"])
 
@@ -54,32 +55,54 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_ERRORS)
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'The turn. With `Accept: text/event-stream` or `"stream": true`: Server-Sent '
+        "Events `delta` ({text}), then `done` (this body) or `error` ({status, error})",
+        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+    },
+    **_ERRORS,
+}
+
+
+@router.post("/v1/agents/{agent_id}/chat", response_model=ChatResponse, responses=_RESPONSES)
 async def chat(
     agent_id: UUID, body: ChatRequest, tenant_id: TenantDep, services: ServicesDep, request: Request
-) -> ChatResponse | JSONResponse:
-    """Run one turn: match rules, move through scenarios, recall memory, answer, remember."""
+) -> ChatResponse | Response:
+    """Run one turn: match rules, move through scenarios, recall memory, answer, remember.
+
+    Streaming (``Accept: text/event-stream`` or ``"stream": true``): see ``focal.api.sse``. An
+    error before the first piece of the answer is an ordinary error response, and so is a MANUAL
+    session's 202 (no answer to stream)."""
     # Thresholds come from settings (FOCAL_TURN__*); an app may override them in app.state.turn_config.
     config: TurnConfig | None = getattr(request.app.state, "turn_config", None)
     if config is None:
         config = services.settings.turn
     engine = TurnEngine.from_services(services, config)
-    result = await engine.run(
-        TurnRequest(
-            tenant_id=tenant_id,
-            agent_id=agent_id,
-            channel=body.channel,
-            user_channel_id=body.user_channel_id,
-            message=body.message,
-            session_id=body.session_id,
-        )
+    turn = TurnRequest(
+        tenant_id=tenant_id,
+        agent_id=agent_id,
+        channel=body.channel,
+        user_channel_id=body.user_channel_id,
+        message=body.message,
+        session_id=body.session_id,
     )
-    if not result.answered:
-        accepted = ChatAccepted(
-            session_id=result.session_id,
-            turn_id=result.turn_id,
-            turn_number=result.turn_number,
-            session_mode=result.session_mode,
+    if body.stream or wants_event_stream(request):
+        return await stream_turn(
+            request, lambda on_delta: engine.run(turn, on_delta=on_delta), ChatResponse.from_result, _plain
         )
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
-    return ChatResponse.from_result(result)
+    result = await engine.run(turn)
+    return _plain(result) if not result.answered else ChatResponse.from_result(result)
+
+
+def _plain(result: TurnResult) -> Response:
+    """The non-streaming response of a turn: the ChatResponse, or 202 for a MANUAL session."""
+    if result.answered:
+        return JSONResponse(ChatResponse.from_result(result).model_dump(mode="json"))
+    accepted = ChatAccepted(
+        session_id=result.session_id,
+        turn_id=result.turn_id,
+        turn_number=result.turn_number,
+        session_mode=result.session_mode,
+    )
+    return JSONResponse(accepted.model_dump(mode="json"), status_code=202)

@@ -27,6 +27,9 @@ class ChatRequest(RequestModel):
         description=f"The customer message, stripped of surrounding whitespace: 1..{MAX_MESSAGE_CHARS} chars"
     )
     session_id: UUID | None = None
+    stream: bool = Field(
+        default=False, description="answer with Server-Sent Events (like Accept: text/event-stream)"
+    )
 
 
 class MatchedRuleOut(BaseModel):

@@ -10,7 +10,7 @@ no longer has sampling parameters, and sending an unknown field would make every
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
@@ -146,7 +146,7 @@ class AnthropicProvider(LLMProvider):
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         messages, options = _request(request)
         async with ProviderCall(
             provider=PROVIDER, model=self._model, operation="stream", policy=self._policy

@@ -15,7 +15,7 @@ A consumer that stops iterating early (``aclose`` or cancellation) closes the ve
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -225,7 +225,7 @@ class LLMProvider(ABC):
         tools: Sequence[ToolSpec] | None = None,
         tool_rounds: Sequence[ToolRound] | None = None,
         tool_choice: ToolChoice = "auto",
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """``generate`` as a stream: ``TextDelta`` events, then one ``StreamDone`` (module doc).
         Bad arguments raise ``ProviderInputError`` here, before the stream is iterated."""
         request = GenerationRequest.checked(
@@ -246,7 +246,7 @@ class LLMProvider(ABC):
         """``generate`` for a validated request: what each provider implements."""
 
     @abstractmethod
-    def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         """``stream`` for a validated request (an async generator): what each provider implements."""
 
     @abstractmethod

@@ -38,7 +38,7 @@ optional fields None, lists their minimum length of items; fields with defaults 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -95,7 +95,7 @@ class OfflineLLMProvider(LLMProvider):
             answer = " ".join([answer, *(f"I could not complete {r.name}: {r.content}." for r in failures)])
         return _respond(answer, context, request.max_tokens, request.stop_sequences)
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         response = await self._generate(request)
         for word in _WORDS.findall(response.content):
             yield TextDelta(text=word)

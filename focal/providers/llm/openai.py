@@ -13,7 +13,7 @@ not validate is sent back once with the validation errors.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -157,7 +157,7 @@ class OpenAIProvider(LLMProvider):
             call.add_tokens(response.usage.prompt_tokens, response.usage.completion_tokens)
             return response
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         messages = _messages(request.prompt, request.system_prompt, request.history, request.tool_rounds)
         options = self._options(request)
         # The usage arrives in a last chunk without choices, only when asked for.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +109,7 @@ class ScriptedLLMProvider(LLMProvider):
     def __init__(self, replies: Iterable[ScriptedReply | str] = ()) -> None:
         self._queue: deque[ScriptedReply] = deque()
         self.calls: list[RecordedCall] = []
+        self.streams_closed_early = 0  # streams whose consumer stopped before their last event
         self.enqueue(*replies)
 
     @property
@@ -140,19 +141,26 @@ class ScriptedLLMProvider(LLMProvider):
             raise reply.error
         return reply.response()
 
-    async def _stream(self, request: GenerationRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         reply = self._next(_recorded("stream", request))
         if reply.error is not None and reply.fail_after_chunks is None:
             raise reply.error
-        for index, chunk in enumerate(reply.stream_chunks()):
-            if reply.error is not None and index == reply.fail_after_chunks:
+        finished = False
+        try:
+            for index, chunk in enumerate(reply.stream_chunks()):
+                if reply.error is not None and index == reply.fail_after_chunks:
+                    finished = True
+                    raise reply.error
+                yield TextDelta(text=chunk)
+                if index == 0 and reply.hold is not None:
+                    await reply.hold.wait()
+            finished = True
+            if reply.error is not None:
                 raise reply.error
-            yield TextDelta(text=chunk)
-            if index == 0 and reply.hold is not None:
-                await reply.hold.wait()
-        if reply.error is not None:
-            raise reply.error
-        yield StreamDone(response=reply.response())
+            yield StreamDone(response=reply.response())
+        finally:
+            if not finished:  # closed or cancelled by its consumer
+                self.streams_closed_early += 1
 
     async def generate_structured(
         self,

@@ -64,7 +64,8 @@ async def test_a_matching_turn_makes_exactly_one_call_and_records_it(
 
     result = await tools_stack.turn(agent, "where is my order status? FD-10234")
 
-    assert result.response == "Your kettle was delivered."
+    # what the model said before its call is part of the answer the customer gets
+    assert result.response == "Let me look.\n\nYour kettle was delivered."
     assert shop.paths() == ["/orders/FD-10234"]
     assert shop.requests[0]["headers"]["x-api-key"] == API_KEY
     first, second = model.calls

@@ -1,0 +1,139 @@
+"""Server-Sent Events for a streamed chat turn.
+
+``stream_turn`` runs the turn in a task whose ``on_delta`` feeds a queue, and waits for the first
+piece of the answer before it commits to a response:
+
+- the turn fails before any text exists (unknown agent, closed session, a refused message, a
+  provider failure without FALLBACK, ...): an ordinary JSON error response with its real status,
+  exactly as without streaming;
+- the turn ends without any text (a MANUAL session: the message is recorded for a person): the
+  non-streaming response (202);
+- otherwise a ``200 text/event-stream`` whose events are ``delta`` (``{"text": ...}``, in order),
+  then exactly one of ``done`` (the body the non-streaming call returns) or ``error``
+  (``{"status": <what the status would have been>, "error": {...envelope...}}``).
+
+With an ``Idempotency-Key``, a retry of a streamed turn gets the ``done`` body as JSON (200) with
+``Idempotent-Replayed: true``; a stream that ended in an ``error`` event is not kept (nothing was
+written), so a retry runs again.
+
+A client that disconnects cancels the turn task: the provider stream is closed at once and, the
+answer being incomplete, nothing is written (``TurnEngine.run``). Events are JSON on one ``data:``
+line each; a comment line is never sent, so every event a client sees is one of the three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from focal.alignment.turn.models import TurnResult
+from focal.alignment.turn.streaming import DeltaSink
+from focal.api.errors import internal_error_body, log_unhandled_error
+
+__all__ = ["EVENT_STREAM", "sse_event", "stream_turn", "wants_event_stream"]
+
+EVENT_STREAM = "text/event-stream"
+_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering either
+
+
+def wants_event_stream(request: Request) -> bool:
+    """True when the client accepts Server-Sent Events (``Accept: text/event-stream``)."""
+    return EVENT_STREAM in request.headers.get("accept", "").lower()
+
+
+def sse_event(event: str, data: Any) -> bytes:
+    """One event: its name and its JSON data on a single line."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n".encode()
+
+
+async def stream_turn(
+    request: Request,
+    run: Callable[[DeltaSink], Awaitable[TurnResult]],
+    body_of: Callable[[TurnResult], BaseModel],
+    plain: Callable[[TurnResult], Response],
+) -> Response:
+    """Run ``run(on_delta)`` and answer with its events (see the module docstring); a turn that
+    ends without any text (a MANUAL session records the message for a person) gets ``plain``."""
+    pieces: asyncio.Queue[str] = asyncio.Queue()
+    turn = asyncio.ensure_future(run(pieces.put))
+    first_piece = asyncio.ensure_future(pieces.get())
+    waiting: set[asyncio.Future[Any]] = {turn, first_piece}
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the client went away before the first piece
+        await _cancel(turn, first_piece)
+        raise
+    if not first_piece.done():
+        first_piece.cancel()
+        return plain(turn.result())  # a failure before any text is raised, and answered like any error
+    first = [first_piece.result()]
+    return StreamingResponse(
+        _events(request, first, pieces, turn, body_of), media_type=EVENT_STREAM, headers=_HEADERS
+    )
+
+
+async def _events(
+    request: Request,
+    first: list[str],
+    pieces: asyncio.Queue[str],
+    turn: asyncio.Future[TurnResult],
+    body_of: Callable[[TurnResult], BaseModel],
+) -> AsyncIterator[bytes]:
+    try:
+        for text in first:
+            yield sse_event("delta", {"text": text})
+        while True:
+            next_piece = asyncio.ensure_future(pieces.get())
+            waiting: set[asyncio.Future[Any]] = {turn, next_piece}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if next_piece.done():
+                yield sse_event("delta", {"text": next_piece.result()})
+                continue
+            next_piece.cancel()
+            while not pieces.empty():  # pieces queued just before the turn ended
+                yield sse_event("delta", {"text": pieces.get_nowait()})
+            break
+        if turn.exception() is None:
+            done = body_of(turn.result()).model_dump(mode="json")
+            _keep_for_replay(request, 200, done)
+            yield sse_event("done", done)
+        else:
+            error = await _error_data(request, turn.exception())
+            _keep_for_replay(request, error["status"], {"error": error["error"]})
+            yield sse_event("error", error)
+    finally:
+        await _cancel(turn)  # the client went away mid-stream: stop the turn, nothing is written
+
+
+def _keep_for_replay(request: Request, status: int, body: dict[str, Any]) -> None:
+    """With an ``Idempotency-Key``: what a retry gets instead of the stream (``focal.api.idempotency``):
+    the ``done`` body as JSON, or the error's status (an error that writes nothing is not kept, so a
+    retry runs the turn again)."""
+    handle = getattr(request.state, "idempotency", None)
+    if handle is not None:
+        handle.keep(status, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+async def _cancel(*tasks: asyncio.Future[Any]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _error_data(request: Request, exc: BaseException | None) -> dict[str, Any]:
+    """The status and envelope the app's own exception handlers give ``exc`` (a 500 for a bug)."""
+    handlers = request.app.exception_handlers
+    for kind in type(exc).__mro__:
+        handler = handlers.get(kind)
+        if handler is not None and kind is not Exception:
+            response = await handler(request, exc)
+            return {"status": response.status_code, **json.loads(bytes(response.body))}
+    if exc is not None:
+        log_unhandled_error(exc)
+    return {"status": 500, **internal_error_body()}

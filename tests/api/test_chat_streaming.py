@@ -1,0 +1,318 @@
+"""Streaming chat (Server-Sent Events) on the in-memory stores with a scripted model.
+
+What a streaming client can rely on: ``delta`` events whose texts joined are exactly the recorded
+answer and the ``done`` event's ``response``; ``done`` carries the body the non-streaming call
+returns; a failure before any text is an ordinary error response; a failure after some text is an
+``error`` event (or the FALLBACK template as the rest of the answer) and nothing half-written; a
+client that goes away mid-answer leaves no trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import pytest
+
+from focal.api.schemas.chat import ChatResponse
+from focal.errors import ProviderUnavailableError
+from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
+from focal.providers.llm.types import ToolCall
+from tests.api.conftest import ApiHarness
+from tests.api.sse_support import deltas, parse_events, read_events
+from tests.loopback import serve_in_this_loop
+from tests.tool_server import ToolServer
+from tests.unit.turn.tool_support import API_KEY, activate, lookup_order
+
+MESSAGE = {"channel": "WEB", "user_channel_id": "stream-user", "message": "Where is my order?"}
+
+
+async def _agent(api: ApiHarness, **fields: Any) -> str:
+    response = await api.client.post(
+        "/v1/agents", json={"name": f"a-{uuid4().hex[:6]}", **fields}, headers=api.headers
+    )
+    assert response.status_code == 201
+    agent_id: str = response.json()["id"]
+    return agent_id
+
+
+async def _fallback(api: ApiHarness, agent_id: str, text: str) -> None:
+    response = await api.client.post(
+        f"/v1/agents/{agent_id}/templates",
+        json={"name": "sorry", "text": text, "mode": "FALLBACK"},
+        headers=api.headers,
+    )
+    assert response.status_code == 201
+
+
+def _scripted(api: ApiHarness, *replies: ScriptedReply | str) -> ScriptedLLMProvider:
+    provider = ScriptedLLMProvider(replies)
+    api.services.llm_provider = provider
+    return provider
+
+
+async def _trail(api: ApiHarness) -> tuple[list[Any], list[Any]]:
+    """Every turn record and event of the harness's tenant."""
+    audit = api.services.audit_store
+    return (
+        await audit.list_turns_by_tenant(api.tenant_id, limit=100),
+        await audit.list_events(api.tenant_id, limit=100),
+    )
+
+
+@pytest.mark.parametrize("ask", ["body", "accept"])
+async def test_deltas_then_done_with_the_body_of_the_plain_call(api: ApiHarness, ask: str) -> None:
+    agent_id = await _agent(api)
+    _scripted(api, ScriptedReply(text="Your order ships today.", chunks=["Your order ", "ships ", "today."]))
+    body = {**MESSAGE, "stream": True} if ask == "body" else MESSAGE
+    headers = {**api.headers, "Accept": "text/event-stream"} if ask == "accept" else api.headers
+
+    response = await api.client.post(f"/v1/agents/{agent_id}/chat", json=body, headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = parse_events(response.text)
+    assert [e.name for e in events] == ["delta", "delta", "delta", "done"]
+    # trailing whitespace is held back until text follows it: the pieces join to the recorded answer
+    assert deltas(events) == ["Your order", " ships", " today."]
+    done = events[-1].data
+    assert done["response"] == "".join(deltas(events)) == "Your order ships today."
+    assert set(done) == set(ChatResponse.model_fields)  # the body of the non-streaming call
+    turns, _ = await _trail(api)
+    assert [(str(t.id), t.assistant_response) for t in turns] == [(done["turn_id"], done["response"])]
+
+
+async def test_streamed_text_is_trimmed_like_the_recorded_answer(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    _scripted(api, ScriptedReply(text="  \nHello  there \n ", chunks=["  \n", "Hello ", " there", " \n "]))
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    assert "".join(deltas(events)) == events[-1].data["response"] == "Hello  there"
+
+
+async def test_an_exclusive_template_is_one_delta_and_no_model_call(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    template = await api.client.post(
+        f"/v1/agents/{agent_id}/templates",
+        json={"name": "hours", "text": "We are open 9 to 5.", "mode": "EXCLUSIVE"},
+        headers=api.headers,
+    )
+    await api.client.post(
+        f"/v1/agents/{agent_id}/rules",
+        json={
+            "name": "hours",
+            "condition_text": "where is my order",
+            "action_text": "Tell the opening hours.",
+            "attached_template_ids": [template.json()["id"]],
+        },
+        headers=api.headers,
+    )
+    provider = _scripted(api)  # no reply queued: any model call would fail the test
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    assert [e.name for e in events] == ["delta", "done"]
+    assert deltas(events) == ["We are open 9 to 5."]
+    assert provider.calls == []
+
+
+async def test_a_failure_before_any_text_is_an_ordinary_error_response(api: ApiHarness) -> None:
+    unknown = await api.client.post(
+        f"/v1/agents/{uuid4()}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+
+    agent_id = await _agent(api)
+    _scripted(api, ScriptedReply(error=ProviderUnavailableError("down", provider="scripted")))
+    failed = await api.client.post(
+        f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+    )
+    assert failed.status_code == 503 and failed.json()["error"]["code"] == "service_unavailable"
+    assert await _trail(api) == ([], [])
+
+
+async def test_a_failure_mid_stream_without_fallback_is_an_error_event_and_writes_nothing(
+    api: ApiHarness,
+) -> None:
+    agent_id = await _agent(api)
+    _scripted(
+        api,
+        ScriptedReply(
+            text="Half an answer",
+            fail_after_chunks=1,
+            error=ProviderUnavailableError("cut", provider="scripted"),
+        ),
+    )
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    assert [e.name for e in events] == ["delta", "error"]
+    assert events[-1].data["status"] == 503
+    assert events[-1].data["error"]["code"] == "service_unavailable"
+    assert await _trail(api) == ([], [])
+    sessions = await api.services.session_store.list_by_agent(api.tenant_id, UUID(agent_id))
+    assert sessions == []
+
+
+async def test_a_failure_mid_stream_is_completed_by_the_fallback_template(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    await _fallback(api, agent_id, "Sorry, please try again in a minute.")
+    _scripted(
+        api,
+        ScriptedReply(
+            text="Your order is on",
+            chunks=["Your order ", "is on"],
+            fail_after_chunks=1,
+            error=ProviderUnavailableError("cut", provider="scripted"),
+        ),
+    )
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    assert deltas(events) == ["Your order", "\n\nSorry, please try again in a minute."]
+    done = events[-1]
+    assert done.name == "done"
+    assert done.data["response"] == "Your order\n\nSorry, please try again in a minute."
+    assert done.data["template_id"] is not None
+    turns, events_recorded = await _trail(api)
+    assert [t.assistant_response for t in turns] == [done.data["response"]]
+    assert "provider_error" in {e.event_type for e in events_recorded}
+
+
+async def test_text_no_store_can_keep_is_never_sent(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    _scripted(api, ScriptedReply(text="ok\x00no", chunks=["ok", "\x00no"]))
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    assert deltas(events) == ["ok"]
+    assert events[-1].name == "error" and events[-1].data["status"] == 502
+    assert await _trail(api) == ([], [])
+
+
+async def test_a_client_that_disconnects_mid_answer_leaves_no_trace(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    hold = asyncio.Event()  # the rest of the answer never comes while the client is connected
+    provider = _scripted(api, ScriptedReply(text="one two three", hold=hold))
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream(
+            "POST", f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+        ) as response:
+            first = await anext(read_events(response))
+            assert first.name == "delta" and first.data["text"] == "one"
+        # leaving the block closed the connection mid-answer
+        for _ in range(500):
+            if provider.streams_closed_early:
+                break
+            await asyncio.sleep(0.01)
+    assert provider.streams_closed_early == 1  # the model call was cancelled, not left running
+    hold.set()
+    assert await _trail(api) == ([], [])
+    assert await api.services.session_store.list_by_agent(api.tenant_id, UUID(agent_id)) == []
+    assert (
+        await api.services.profile_store.get_by_channel_identity(api.tenant_id, "WEB", "stream-user") is None
+    )  # type: ignore[arg-type]
+
+
+async def test_a_streamed_tool_turn_hands_out_every_request_and_calls_the_tool_once(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    await api.client.post(
+        f"/v1/agents/{agent_id}/rules",
+        json={
+            "name": "orders",
+            "condition_text": "where is my order",
+            "action_text": "Look the order up.",
+            "attached_tool_ids": ["lookup_order"],
+        },
+        headers=api.headers,
+    )
+    shop = ToolServer(api_key=API_KEY).start()
+    try:
+        agent = await api.services.config_store.get_agent(api.tenant_id, UUID(agent_id))
+        assert agent is not None
+        await activate(api.services.config_store, agent, lookup_order(api.tenant_id, shop.url))
+        call = ToolCall(id="c1", name="lookup_order", arguments={"order_number": "FD-10234"})
+        _scripted(api, ScriptedReply(text="Let me look.", tool_calls=[call]), "It was delivered.")
+
+        events = parse_events(
+            (
+                await api.client.post(
+                    f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+                )
+            ).text
+        )
+
+        assert shop.paths() == ["/orders/FD-10234"]
+    finally:
+        shop.stop()
+    assert "".join(deltas(events)) == events[-1].data["response"] == "Let me look.\n\nIt was delivered."
+    turns, _ = await _trail(api)
+    assert [t.tools_executed[0]["status"] for t in turns] == ["ok"]
+
+
+async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_passed(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    rule = await api.client.post(
+        f"/v1/agents/{agent_id}/rules",
+        json={
+            "name": "no refunds",
+            "condition_text": "refund policy",
+            "action_text": "Never promise a refund.",
+            "is_hard_constraint": True,
+            "forbid_patterns": ["(?i)refund"],
+        },
+        headers=api.headers,
+    )
+    assert rule.status_code == 201
+    provider = _scripted(
+        api,
+        ScriptedReply(text="You get a full refund today.", chunks=["You get ", "a full refund", " today."]),
+        ScriptedReply(text="Your order ships today.", chunks=["Your order ", "ships today."]),
+    )
+
+    events = parse_events(
+        (
+            await api.client.post(
+                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+            )
+        ).text
+    )
+
+    # buffered: nothing of the violating first answer was sent, the compliant one in one piece
+    assert deltas(events) == ["Your order ships today."]
+    assert events[-1].data["response"] == "Your order ships today."
+    assert [c.operation for c in provider.calls] == ["generate", "generate"]
