@@ -25,10 +25,9 @@ the matching: about 2 µs per pattern on a few hundred characters (``benchmarks/
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
-from typing import Any, Protocol
+from typing import Protocol
 
-import re2
+from focal.patterns import MAX_PATTERN_LENGTH, MAX_PROGRAM_BYTES, CompiledPattern, PatternError, compiled
 
 __all__ = [
     "MAX_JUDGE_INSTRUCTIONS_LENGTH",
@@ -44,23 +43,7 @@ __all__ = [
 ]
 
 MAX_PATTERNS = 20  # per list (forbid_patterns, require_patterns) of one rule
-MAX_PATTERN_LENGTH = 500  # characters
-MAX_PROGRAM_BYTES = 1 << 20  # RE2's memory budget for one compiled pattern
 MAX_JUDGE_INSTRUCTIONS_LENGTH = 2_000  # characters
-
-_OPTIONS = re2.Options()
-_OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
-_OPTIONS.max_mem = MAX_PROGRAM_BYTES
-
-
-class PatternError(ValueError):
-    """A pattern RE2 refuses, or one outside the limits; the message says why."""
-
-
-class CompiledPattern(Protocol):
-    """What Focal uses of a compiled RE2 pattern."""
-
-    def search(self, text: str) -> Any: ...
 
 
 class ConstraintLike(Protocol):
@@ -74,27 +57,6 @@ class ConstraintLike(Protocol):
 
     @property
     def judge_instructions(self) -> str | None: ...
-
-
-def _reason(exc: Exception) -> str:
-    detail = exc.args[0] if exc.args else exc
-    return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
-
-
-@lru_cache(maxsize=4096)
-def compiled(pattern: str) -> CompiledPattern:
-    """The RE2 program of ``pattern`` (cached); ``PatternError`` when it is refused."""
-    if not pattern.strip():
-        raise PatternError("a pattern must not be empty or blank")
-    if len(pattern) > MAX_PATTERN_LENGTH:
-        raise PatternError(f"a pattern has at most {MAX_PATTERN_LENGTH} characters, this one {len(pattern)}")
-    try:
-        program: CompiledPattern = re2.compile(pattern, options=_OPTIONS)
-    except re2.error as exc:
-        raise PatternError(f"not a valid RE2 pattern: {_reason(exc)}") from exc
-    except UnicodeEncodeError as exc:  # a lone surrogate: not text RE2 (or PostgreSQL) can hold
-        raise PatternError("a pattern must be Unicode text (it holds a lone surrogate)") from exc
-    return program
 
 
 def constraint_errors(rule: ConstraintLike) -> list[tuple[tuple[str | int, ...], str]]:

@@ -32,6 +32,7 @@ from pydantic import AwareDatetime, Field, JsonValue, SecretStr, field_validator
 from focal.conversation.models import Channel
 from focal.errors import InvalidDataError
 from focal.models import MAX_INT4, FocalModel, JsonDict, require_embedding_model, utc_now
+from focal.patterns import PatternError, compiled
 from focal.tools.models import HttpToolSpec, url_placeholders
 from focal.tools.schema import check_parameters_schema
 
@@ -300,9 +301,10 @@ class Variable(FocalModel):
     - ``resolver_tool_id``: a tool run before the answer when a template or the prompt of the
       turn needs the value and it is missing or older than ``cache_ttl_seconds`` (None: never
       expires). The tool's arguments are the session's variables of the same names.
-    - ``extraction_pattern`` (a regular expression; the whole match, or its first group when it
-      has one, is the value) and ``extract_with_llm`` (the model's structured output): how the
-      value is taken from the customer's message while a step that collects it is current.
+    - ``extraction_pattern`` (an RE2 regular expression, ``focal.patterns``; the whole match, or
+      its first group when it has one, is the value) and ``extract_with_llm`` (the model's
+      structured output): how the value is taken from the customer's message while a step that
+      collects it is current.
     - ``update_policy``: how a new value combines with the current one (REPLACE; APPEND to a
       list; MERGE an object into an object).
     - ``persist_to_profile``: each new value is also written to the customer's profile field of
@@ -333,9 +335,9 @@ class Variable(FocalModel):
     def _pattern_compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"extraction_pattern is not a valid regular expression: {exc}") from exc
+                compiled(pattern)  # RE2: linear in the message, whatever the pattern (focal.patterns)
+            except PatternError as exc:
+                raise ValueError(f"extraction_pattern: {exc}") from exc
         return pattern
 
 

@@ -3,16 +3,22 @@
 A definition's ``parameters`` must be a valid schema of ``type: object`` (checked when it is
 written: ``InvalidDataError``); a call's arguments are validated against it before anything is
 sent, and the errors are returned to the model instead.
+
+The ``pattern`` keyword is matched with RE2 (``focal.patterns``), not Python ``re``: a tenant's
+pattern runs on arguments a model wrote, and must not be able to backtrack for minutes. Every
+``pattern`` of a schema must therefore be valid RE2, which is checked when the schema is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import SchemaError, ValidationError
 
 from focal.errors import InvalidDataError
+from focal.patterns import PatternError, compiled
 
 _MAX_ERRORS = 5
 
@@ -27,11 +33,46 @@ def check_parameters_schema(schema: Any, what: str = "parameters") -> None:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         raise InvalidDataError(f"{what} is not a valid JSON Schema: {exc.message}") from exc
+    for pattern in _patterns(schema):
+        try:
+            compiled(pattern)
+        except PatternError as exc:
+            raise InvalidDataError(f"{what}: pattern {pattern[:100]!r}: {exc}") from exc
+
+
+def _patterns(node: Any) -> Iterator[str]:
+    """Every ``pattern`` keyword of a schema (a property *named* "pattern" holds a schema, not a str)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                yield value
+            else:
+                yield from _patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _patterns(item)
+
+
+def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+    if not validator.is_type(instance, "string"):
+        return
+    try:
+        program = compiled(pattern)
+    except PatternError as exc:  # a schema stored before RE2 was required
+        yield ValidationError(f"pattern {pattern!r} cannot be used: {exc}")
+        return
+    if program.search(instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator: Any = validators.extend(  # type: ignore[no-untyped-call]  # jsonschema's own annotation gap
+    Draft202012Validator, {"pattern": _re2_pattern}
+)
 
 
 def argument_errors(schema: dict[str, Any], arguments: Any) -> list[str]:
     """Why ``arguments`` do not satisfy ``schema`` (empty when they do), at most a few messages."""
-    validator = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    validator = _Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
     messages = []
     for error in errors[:_MAX_ERRORS]:

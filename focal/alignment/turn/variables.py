@@ -53,6 +53,7 @@ from focal.alignment.turn.tool_loop import ToolLedger, ToolRunner, usable_tools
 from focal.conversation.models import Session
 from focal.errors import ProviderError
 from focal.logging import get_logger
+from focal.patterns import PatternError, compiled
 from focal.profile.models import FieldSource, ProfileField
 from focal.providers.llm.base import LLMProvider, TokenUsage
 from focal.tools.record import storable
@@ -178,8 +179,8 @@ def _json(value: Any) -> str:
 
 def _pattern_value(pattern: str, text: str) -> str | None:
     try:
-        found = re.search(pattern, text)
-    except re.error:  # checked when the variable was saved; an old row may still hold a bad one
+        found = compiled(pattern).search(text)
+    except PatternError:  # checked when the variable was saved; an old row may still hold a bad one
         return None
     if found is None:
         return None

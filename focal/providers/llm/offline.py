@@ -44,6 +44,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from focal.errors import InvalidResponseError
+from focal.patterns import PatternError, compiled
 from focal.providers.llm.base import (
     FinishReason,
     GenerationRequest,
@@ -183,9 +184,9 @@ def _fill_arguments(schema: dict[str, Any], message: str, known: dict[str, str])
 def _find_in_message(spec: dict[str, Any], message: str) -> str | None:
     pattern = spec.get("pattern")
     if isinstance(pattern, str):
-        try:
-            found = re.search(pattern.removeprefix("^").removesuffix("$"), message)
-        except re.error:
+        try:  # a tenant's pattern: RE2, linear whatever it is (focal.patterns)
+            found = compiled(pattern.removeprefix("^").removesuffix("$")).search(message)
+        except PatternError:
             return None
         return found.group(0) if found else None
     for option in spec.get("enum") or ():
