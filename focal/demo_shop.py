@@ -1,7 +1,7 @@
 """The demo's shop service: a tiny order and returns API the demo agent's tools really call.
 
-``focal demo`` starts it in its own process, on a free loopback port (``serve_demo_shop``), and
-points the demo agent's tools at it. It keeps its state in memory:
+``focal demo`` starts it in the same process and event loop as the API, on a free loopback port
+(``serve_demo_shop``), and points the demo agent's tools at it. It keeps its state in memory:
 
 - ``GET /orders/{order_number}``: the order (``DEMO_ORDERS``), or 404;
 - ``POST /returns`` with ``{"order_number", "return_reason"}``: creates the order's return label

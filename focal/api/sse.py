@@ -13,11 +13,13 @@ piece of the answer before it commits to a response:
   (``{"status": <what the status would have been>, "error": {...envelope...}}``).
 
 With an ``Idempotency-Key``, a retry of a streamed turn gets the ``done`` body as JSON (200) with
-``Idempotent-Replayed: true``; a stream that ended in an ``error`` event is not kept (nothing was
-written), so a retry runs again.
+``Idempotent-Replayed: true``; a stream that ended in an ``error`` event is kept under that
+error's status, which a 5xx or 409 is not (so a retry runs again), like any error response.
 
-A client that disconnects cancels the turn task: the provider stream is closed at once and, the
-answer being incomplete, nothing is written (``TurnEngine.run``). Events are JSON on one ``data:``
+A client that disconnects while the answer is still coming cancels the turn task: the provider
+stream is closed at once and nothing is written. Once the answer is complete the turn's writes are
+shielded and finish even if the client is gone (``TurnEngine.run``): a turn is written whole or
+not at all. Events are JSON on one ``data:``
 line each; a comment line is never sent, so every event a client sees is one of the three.
 """
 
@@ -113,8 +115,8 @@ async def _events(
 
 def _keep_for_replay(request: Request, status: int, body: dict[str, Any]) -> None:
     """With an ``Idempotency-Key``: what a retry gets instead of the stream (``focal.api.idempotency``):
-    the ``done`` body as JSON, or the error's status (an error that writes nothing is not kept, so a
-    retry runs the turn again)."""
+    the ``done`` body as JSON, or the error under its status (which the middleware keeps only when
+    it is final, like any error response)."""
     handle = getattr(request.state, "idempotency", None)
     if handle is not None:
         handle.keep(status, json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())

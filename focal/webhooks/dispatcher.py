@@ -270,6 +270,17 @@ class WebhookDispatcher:
             }
         )
         saved = await self._store.update_delivery(progressed)
+        if status is DeliveryStatus.FAILED:  # an operator must hear of an event nobody received
+            _log.error(
+                "webhook delivery failed",
+                tenant_id=str(saved.tenant_id),
+                delivery_id=str(saved.id),
+                endpoint_id=str(saved.endpoint_id),
+                event_type=saved.event_type.value,
+                attempts=attempts,
+                status_code=outcome.status_code,
+                error=outcome.error,
+            )
         await self._audit_attempt(saved, outcome)
         return saved, wait
 

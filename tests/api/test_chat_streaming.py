@@ -316,3 +316,21 @@ async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_pass
     assert deltas(events) == ["Your order ships today."]
     assert events[-1].data["response"] == "Your order ships today."
     assert [c.operation for c in provider.calls] == ["generate", "generate"]
+
+
+async def test_a_retried_streamed_turn_with_an_idempotency_key_gets_the_done_body(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    provider = _scripted(api, ScriptedReply(text="Shipped today.", chunks=["Shipped ", "today."]))
+    headers = {**api.headers, "Idempotency-Key": "msg-42"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    first = await api.client.post(path, json=body, headers=headers)
+    again = await api.client.post(path, json=body, headers=headers)
+
+    done = parse_events(first.text)[-1].data
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"].startswith("application/json")
+    assert again.json() == done
+    assert len(provider.calls) == 1
+    turns, _ = await _trail(api)
+    assert len(turns) == 1

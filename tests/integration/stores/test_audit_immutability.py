@@ -171,7 +171,7 @@ async def test_grant_refuses_roles_that_could_lift_the_restriction(
 async def test_the_documented_production_setup_works_without_a_superuser_at_run_time(
     database_factory: DatabaseFactory,
 ) -> None:
-    """docs/notes/dbops.md: a superuser creates the roles, the database and the extension once;
+    """docs/production.md: a superuser creates the roles, the database and the extension once;
     the owner (no superuser) migrates and grants; the service appends but cannot rewrite."""
     admin_dsn = await database_factory(migrate=False)
     database = urlsplit(admin_dsn).path.lstrip("/")

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from focal.audit.stores.inmemory import InMemoryAuditStore
 from focal.errors import InvalidDataError
@@ -87,7 +88,8 @@ async def test_an_endpoint_changed_before_the_attempt_gets_nothing(change: str) 
                 )
             elif change == "delete":
                 await store.delete_endpoint(endpoint.tenant_id, endpoint.id)
-            await dispatcher.wait_idle()
+            with capture_logs() as logs:
+                await dispatcher.wait_idle()
             await dispatcher.aclose()
     assert receiver.snapshot() == []
     stored = await store.get_delivery(endpoint.tenant_id, delivery.id)
@@ -95,6 +97,8 @@ async def test_an_endpoint_changed_before_the_attempt_gets_nothing(change: str) 
         assert stored is None
         return
     assert stored is not None and (stored.status, stored.attempts) == (DeliveryStatus.FAILED, 1)
+    failed = [log for log in logs if log["event"] == "webhook delivery failed"]
+    assert [(log["log_level"], log["delivery_id"]) for log in failed] == [("error", str(delivery.id))]
     (attempt,) = await audit.list_events(endpoint.tenant_id, event_type=ATTEMPT_EVENT)
     assert attempt.event_data["outcome"] == "failed" and attempt.event_data["error"] == stored.last_error
 

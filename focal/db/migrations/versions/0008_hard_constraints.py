@@ -1,7 +1,7 @@
 """Hard constraints: rule checks, and what each turn's answer was checked against.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 
 - ``rules.forbid_patterns`` / ``require_patterns`` (JSONB arrays of RE2 patterns, default ``[]``)
   and ``rules.judge_instructions`` (text, NULL = no judge). Only a hard constraint may carry

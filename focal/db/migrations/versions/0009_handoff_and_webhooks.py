@@ -1,7 +1,7 @@
 """Human handoff: the rule flag, webhook endpoints and their deliveries.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 
 - ``rules.requests_handoff boolean NOT NULL DEFAULT false``: a turn matching such a rule answers,
   then switches the session to MANUAL and emits ``session.handoff_requested``. Existing rules
