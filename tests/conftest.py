@@ -13,6 +13,8 @@ Servers start lazily, the first time a test asks for them, and stop at the end o
   (e.g. to stop and restart it); use it rather than ``tmp_path`` (see ``_postgres_scratch_dir``).
 - ``redis_url`` -> ``str``: an embedded Redis-protocol server (no persistence), or
   ``$FOCAL_TEST_REDIS_URL``.
+- ``redis_client`` -> ``redis.asyncio.Redis``: one client of that server for the session, on a
+  ``BlockingConnectionPool`` of 64 (as production builds it: bursts wait for a connection).
 
 Tests share these servers and isolate by working in their own tenant (``tests.support.new_tenant``)
 or their own database (``database_factory``).
@@ -32,6 +34,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 import pytest_asyncio
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from focal.db.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, drop_database
 from focal.db.migrate import upgrade
@@ -133,3 +136,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
+    client = Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        await pool.aclose()

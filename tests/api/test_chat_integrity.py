@@ -13,13 +13,11 @@ customers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from uuid import uuid4
 
 import pytest
-import pytest_asyncio
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from focal.alignment.models import Agent
 from focal.alignment.stores.inmemory import InMemoryConfigStore
@@ -42,17 +40,6 @@ NO_RULES = TurnConfig(max_rules=0, rule_candidates=0)
 SESSION_CAP_BYTES = 16_384
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def refusal_redis(redis_url: str) -> AsyncIterator[Redis]:
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=16, timeout=10)
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
-
-
 @pytest.fixture(params=BACKENDS)
 def stack(request: pytest.FixtureRequest) -> TurnStack:
     """Synchronous: ``getfixturevalue`` of the async session fixtures only works from here."""
@@ -69,7 +56,7 @@ def stack(request: pytest.FixtureRequest) -> TurnStack:
     from focal.memory.stores.postgres import PostgresMemoryStore
     from focal.profile.stores.postgres import PostgresProfileStore
 
-    pool, client = request.getfixturevalue("pg_pool"), request.getfixturevalue("refusal_redis")
+    pool, client = request.getfixturevalue("pg_pool"), request.getfixturevalue("redis_client")
     return TurnStack(
         llm=llm,
         embedder=embedder,

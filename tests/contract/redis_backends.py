@@ -7,12 +7,9 @@ Import the fixtures into the test module (``from tests.contract.redis_backends i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from tests.integration.stores.redis_cluster import redis_cluster_client, redis_cluster_nodes
 
@@ -21,7 +18,6 @@ __all__ = [
     "redis_client_for",
     "redis_cluster_client",
     "redis_cluster_nodes",
-    "shared_redis",
 ]
 
 REDIS_BACKENDS = [
@@ -31,21 +27,10 @@ REDIS_BACKENDS = [
 ]
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def shared_redis(redis_url: str) -> AsyncIterator[Redis]:
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
-
-
 def redis_client_for(request: pytest.FixtureRequest, backend: str) -> Any:
     """The client of a Redis backend param (call from a synchronous fixture)."""
     if backend == "redis":
-        return request.getfixturevalue("shared_redis")
+        return request.getfixturevalue("redis_client")
     if backend == "redis-cluster":
         return request.getfixturevalue("redis_cluster_client")
     raise AssertionError(f"no Redis client for backend {backend}")

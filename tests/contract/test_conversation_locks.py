@@ -20,11 +20,10 @@ from tests.contract.redis_backends import (
     redis_client_for,
     redis_cluster_client,
     redis_cluster_nodes,
-    shared_redis,
 )
 from tests.support import new_tenant
 
-__all__ = ["redis_cluster_client", "redis_cluster_nodes", "shared_redis"]  # fixtures
+__all__ = ["redis_cluster_client", "redis_cluster_nodes"]  # fixtures
 
 LONG = 10.0  # a wait or lease no test reaches
 

@@ -21,11 +21,10 @@ from tests.contract.redis_backends import (
     redis_client_for,
     redis_cluster_client,
     redis_cluster_nodes,
-    shared_redis,
 )
 from tests.support import new_tenant
 
-__all__ = ["redis_cluster_client", "redis_cluster_nodes", "shared_redis"]  # fixtures
+__all__ = ["redis_cluster_client", "redis_cluster_nodes"]  # fixtures
 
 CHAT = "POST /v1/agents/a/chat"
 HOUR = 3600.0

@@ -8,14 +8,12 @@ in its own random tenant(s).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import pytest_asyncio
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from focal.alignment.models import ScopeFilter
 from focal.conversation.models import Channel, Session, SessionMode, SessionStatus, StepVisit
@@ -33,17 +31,6 @@ BACKENDS = [
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("redis-cluster", marks=pytest.mark.redis),
 ]
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -12,32 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import pytest_asyncio
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from focal.conversation.models import Channel, Session, StepVisit
 from focal.conversation.stores.redis import RedisSessionStore
 from focal.db.embedded import LOOPBACK
 
 POLL_DEADLINE_SECONDS = 10.0
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
-    """A plain client of the suite's Redis server (import the fixture into the test module)."""
-    pool = BlockingConnectionPool.from_url(redis_url, max_connections=64, timeout=10)
-    client = Redis(connection_pool=pool)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await pool.aclose()
 
 
 @pytest.fixture(params=["standalone", "cluster"])

@@ -26,12 +26,11 @@ from focal.idempotency import redis as idempotency_redis
 from focal.idempotency.redis import RedisIdempotencyStore
 from focal.idempotency.store import ReservationOutcome
 from focal.settings import RedisSettings
-from tests.integration.stores.redis_support import ReplyDroppingProxy, redis_client
+from tests.integration.stores.redis_support import ReplyDroppingProxy
 from tests.support import new_tenant
 
 pytestmark = pytest.mark.redis
 
-__all__ = ["redis_client"]  # fixture
 
 FAST = {"socket_timeout_seconds": 0.3, "operation_timeout_seconds": 5.0, "retry_attempts": 3}
 

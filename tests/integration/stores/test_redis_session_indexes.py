@@ -22,14 +22,13 @@ from tests.integration.stores.redis_support import (
     any_client,
     index_keys,
     make_store,
-    redis_client,
     session,
     wait_until,
     with_step,
 )
 from tests.support import new_tenant
 
-__all__ = ["any_client", "redis_client", "redis_cluster_client", "redis_cluster_nodes"]
+__all__ = ["any_client", "redis_cluster_client", "redis_cluster_nodes"]
 
 pytestmark = pytest.mark.redis
 

@@ -29,7 +29,6 @@ from tests.integration.stores.redis_support import (
     any_client,
     index_keys,
     make_store,
-    redis_client,
     session,
     wait_until,
     with_step,
@@ -37,7 +36,7 @@ from tests.integration.stores.redis_support import (
 from tests.support import new_tenant
 
 # Fixtures (``any_client`` requests the cluster ones through ``getfixturevalue``).
-__all__ = ["any_client", "redis_client", "redis_cluster_client", "redis_cluster_nodes"]
+__all__ = ["any_client", "redis_cluster_client", "redis_cluster_nodes"]
 
 pytestmark = pytest.mark.redis
 
