@@ -96,6 +96,27 @@ async def test_tool_definition_crud_never_shows_the_secret(
             {"http": {"url_template": "https://shop.example/x", "timeout_seconds": "5"}},
             "body.http.timeout_seconds",
         ),
+        # A format spec would be applied to the argument at call time: a width of 999999999
+        # builds a gigabyte string; a nested field raises; a conversion alters the value.
+        (
+            {"http": {"url_template": "https://shop.example/{order_number:>999999999}"}},
+            "body.http.url_template",
+        ),
+        ({"http": {"url_template": "https://shop.example/{order_number:{x}}"}}, "body.http.url_template"),
+        ({"http": {"url_template": "https://shop.example/{order_number!r}"}}, "body.http.url_template"),
+        # Headers that HTTP cannot carry fail every call (or split the request): refused when written.
+        (
+            {"http": {**TOOL["http"], "headers": {"X-Note": "caf\u00e9"}}},
+            "body.http.headers",
+        ),
+        (
+            {"http": {**TOOL["http"], "headers": {"X-Note": "a\r\nX-Injected: 1"}}},
+            "body.http.headers",
+        ),
+        ({"http": {**TOOL["http"], "headers": {"X Note": "a"}}}, "body.http.headers"),
+        ({"http": {**TOOL["http"], "secret_header": "X-Api-Key:"}}, "body.http.secret_header"),
+        ({"secret": "p\u00e4ss-word"}, "body.secret"),
+        ({"secret": "line\nbreak"}, "body.secret"),
     ],
 )
 async def test_invalid_definitions_are_422_and_create_nothing(
