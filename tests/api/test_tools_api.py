@@ -117,6 +117,15 @@ async def test_tool_definition_crud_never_shows_the_secret(
         ({"http": {**TOOL["http"], "secret_header": "X-Api-Key:"}}, "body.http.secret_header"),
         ({"secret": "p\u00e4ss-word"}, "body.secret"),
         ({"secret": "line\nbreak"}, "body.secret"),
+        (  # a reference jsonschema would download (any host, blocking the event loop)
+            {
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_number": {"$ref": "http://169.254.169.254/latest/meta-data"}},
+                }
+            },
+            "body.parameters",
+        ),
     ],
 )
 async def test_invalid_definitions_are_422_and_create_nothing(
