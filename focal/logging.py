@@ -7,6 +7,7 @@ handling the request carries it without passing a logger around.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import Any
@@ -68,7 +69,14 @@ def configure_logging(level: str = "INFO", *, json_output: bool | None = None) -
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Tracebacks without the frames' local variables (rich shows them by default): locals
+        # hold secrets (tool secrets, the JWT secret, database passwords).
+        formatter: Any = (
+            structlog.dev.RichTracebackFormatter(show_locals=False)
+            if importlib.util.find_spec("rich") is not None
+            else structlog.dev.plain_traceback
+        )
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=formatter)
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

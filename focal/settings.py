@@ -13,6 +13,7 @@ Stores and providers never read the environment: whoever builds them passes thes
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -163,6 +164,17 @@ class TurnSettings(_Section):
         return self
 
 
+_EXACT_HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 _HOST_ENTRY = re.compile(r"^(\*|(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\.?)$")
 
 
@@ -282,6 +294,28 @@ class WebhookSettings(_Section):
         if self.backoff_cap_seconds < self.backoff_base_seconds:
             raise ValueError("webhooks.backoff_cap_seconds must be >= backoff_base_seconds")
         return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_an_attempt(self) -> Self:
+        # A delivery whose lease ran out is claimed by a sweep: one still in its attempt would be
+        # sent twice at once (and its attempt count and outcome overwritten).
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError(
+                "webhooks.lease_seconds must be greater than webhooks.timeout_seconds: a delivery "
+                "is held for one attempt, and one held shorter is taken over while still being sent"
+            )
+        return self
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_exact_host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if not _EXACT_HOST.match(host) and not _is_ip_address(host):
+                raise ValueError(
+                    f"webhooks.allowed_hosts entry {host!r} is not a host name or IP address: entries "
+                    "match an endpoint URL's host exactly (no '*', scheme, port or path)"
+                )
+        return hosts
 
 
 class LoggingSettings(_Section):

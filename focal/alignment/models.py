@@ -33,7 +33,7 @@ from focal.conversation.models import Channel
 from focal.errors import InvalidDataError
 from focal.models import MAX_INT4, FocalModel, JsonDict, require_embedding_model, utc_now
 from focal.patterns import PatternError, compiled
-from focal.tools.models import HttpToolSpec, url_placeholders
+from focal.tools.models import HttpToolSpec, header_value_error, url_placeholders
 from focal.tools.schema import check_parameters_schema
 
 TOOL_ID_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -383,6 +383,15 @@ class ToolDefinition(FocalModel):
         except InvalidDataError as exc:
             raise ValueError(str(exc)) from exc
         return parameters
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_a_header_value(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None:
+            problem = header_value_error(secret.get_secret_value())
+            if problem is not None:  # sent as a header value; never echoed
+                raise ValueError(f"the secret {problem}")
+        return secret
 
     @model_validator(mode="after")
     def _consistent_call(self) -> Self:

@@ -30,6 +30,8 @@ is not Unicode (``RequestTextMiddleware``). For a POST carrying the header:
 Routes that answer with a stream (SSE chat) set the response to keep themselves:
 ``request.state.idempotency.keep(status, body, media_type)`` (the final JSON body of the turn,
 say); a replay then answers that body with that status, whatever was streamed the first time.
+An event stream that ended without ``keep`` (the client went away, so the turn was cancelled)
+is not stored: the key is released and a retry runs again.
 The store is ``FocalServices.idempotency_store``: Redis (same server and durability checks as the
 sessions) on real backends, so every process shares the keys.
 """
@@ -66,6 +68,7 @@ __all__ = [
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEY_HEADER = b"idempotency-key"
+_EVENT_STREAM = "text/event-stream"
 _KEPT_HEADERS = frozenset({"content-type", "etag", "location"})
 # 4xx answers that mean "not now" rather than "no": a retry must run again.
 _RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 425, 429})
@@ -155,6 +158,14 @@ class _Captured:
                 self.too_large, self.chunks = True, []
             else:
                 self.chunks.append(chunk)
+
+    @property
+    def streamed(self) -> bool:
+        """An event stream: kept only through ``IdempotencyHandle.keep`` (its route says what a
+        replay gets); one that ended without it was cut off, and its turn did not complete."""
+        return any(
+            name == "content-type" and value.lower().startswith(_EVENT_STREAM) for name, value in self.headers
+        )
 
     def response(self) -> StoredResponse:
         return StoredResponse(status=self.status, headers=tuple(self.headers), body=b"".join(self.chunks))
@@ -251,7 +262,9 @@ class IdempotencyMiddleware:
             await asyncio.shield(_release(store, tenant_id, route, key, token))
             raise
         response = handle.kept or captured.response()
-        if not is_replayable(response.status) or (handle.kept is None and captured.too_large):
+        if not is_replayable(response.status) or (
+            handle.kept is None and (captured.too_large or captured.streamed)
+        ):
             if captured.too_large and handle.kept is None:
                 _log.warning("response too large to keep for its idempotency key", size=captured.size)
             await _release(store, tenant_id, route, key, token)

@@ -7,6 +7,7 @@ let a conversation send the tenant's secret header anywhere.
 
 from __future__ import annotations
 
+import re
 import string
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,6 +20,17 @@ ToolStatus = Literal["ok", "error", "timeout", "invalid"]
 # Headers the executor owns: a definition may not set them.
 RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection"})
 MAX_TOOL_TIMEOUT_SECONDS = 60.0
+# RFC 9110: a field name is a token; a value visible ASCII with inner spaces or tabs. The client
+# sends headers as ASCII, so anything else fails every call (or, with CR/LF, would split it).
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]*$")
+
+
+def header_value_error(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None."""
+    if HEADER_VALUE.match(value) is None:
+        return "must be printable ASCII (no line breaks or other control characters)"
+    return None
 
 
 def url_placeholders(template: str) -> list[str]:
@@ -42,12 +54,18 @@ class HttpToolSpec(BaseModel):
     @classmethod
     def _fixed_origin(cls, template: str) -> str:
         try:
-            placeholders = url_placeholders(template)
+            fields = list(string.Formatter().parse(template))
         except ValueError as exc:
             raise ValueError(f"url_template is not a valid template: {exc}") from exc
-        for name in placeholders:
+        for _, name, spec, conversion in fields:
+            if name is None:
+                continue
             if not name.isidentifier():
                 raise ValueError(f"url_template placeholder {{{name}}} must be a parameter name")
+            if spec or conversion:  # str.format would apply them to the model's argument
+                raise ValueError(
+                    f"url_template placeholder {{{name}}} may not have a format spec or conversion"
+                )
         origin_part = template.split("/", 3)[:3]  # scheme:, "", host[:port]
         if any("{" in part for part in origin_part):
             raise ValueError("url_template may not have placeholders in its scheme, host or port")
@@ -59,10 +77,24 @@ class HttpToolSpec(BaseModel):
     @field_validator("headers")
     @classmethod
     def _no_reserved_headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
+        for name, value in headers.items():
+            if HEADER_NAME.match(name) is None:
+                raise ValueError(f"header name {name!r} is not a valid HTTP header name")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name!r} is set by Focal and may not be configured")
+            problem = header_value_error(value)
+            if problem is not None:  # the value is not echoed: it may be a credential
+                raise ValueError(f"the value of header {name!r} {problem}")
         return headers
+
+    @field_validator("secret_header")
+    @classmethod
+    def _valid_secret_header(cls, name: str | None) -> str | None:
+        if name is not None and HEADER_NAME.match(name) is None:
+            raise ValueError(f"secret_header {name!r} is not a valid HTTP header name")
+        if name is not None and name.lower() in RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by Focal and may not carry the secret")
+        return name
 
     @property
     def host(self) -> str:

@@ -7,6 +7,11 @@ sent, and the errors are returned to the model instead.
 The ``pattern`` keyword is matched with RE2 (``focal.patterns``), not Python ``re``: a tenant's
 pattern runs on arguments a model wrote, and must not be able to backtrack for minutes. Every
 ``pattern`` of a schema must therefore be valid RE2, which is checked when the schema is written.
+
+References (``$ref``, ``$dynamicRef``) must point within the schema (``#...``): jsonschema would
+resolve any other by downloading it (a blocking ``urlopen`` without timeout, to any host, outside
+``FOCAL_TOOLS__ALLOWED_HOSTS``). Validation runs on an empty registry that retrieves nothing, so a
+schema stored before this check fails its calls (``invalid``) instead of fetching.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry
+from referencing.exceptions import Unresolvable
 
 from focal.errors import InvalidDataError
 from focal.patterns import PatternError, compiled
@@ -38,19 +45,32 @@ def check_parameters_schema(schema: Any, what: str = "parameters") -> None:
             compiled(pattern)
         except PatternError as exc:
             raise InvalidDataError(f"{what}: pattern {pattern[:100]!r}: {exc}") from exc
+    for reference in _keyword_strings(schema, _REFERENCE_KEYWORDS):
+        if not reference.startswith("#"):
+            raise InvalidDataError(
+                f"{what}: {reference[:100]!r}: only references within the schema ('#...') are allowed"
+            )
+
+
+_REFERENCE_KEYWORDS = frozenset({"$ref", "$dynamicRef"})
 
 
 def _patterns(node: Any) -> Iterator[str]:
     """Every ``pattern`` keyword of a schema (a property *named* "pattern" holds a schema, not a str)."""
+    return _keyword_strings(node, frozenset({"pattern"}))
+
+
+def _keyword_strings(node: Any, keywords: frozenset[str]) -> Iterator[str]:
+    """Every string value of one of ``keywords`` in a schema (a property so named holds a schema)."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "pattern" and isinstance(value, str):
+            if key in keywords and isinstance(value, str):
                 yield value
             else:
-                yield from _patterns(value)
+                yield from _keyword_strings(value, keywords)
     elif isinstance(node, list):
         for item in node:
-            yield from _patterns(item)
+            yield from _keyword_strings(item, keywords)
 
 
 def _re2_pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
@@ -70,10 +90,18 @@ _Validator: Any = validators.extend(  # type: ignore[no-untyped-call]  # jsonsch
 )
 
 
+_NOTHING_TO_RETRIEVE: Registry[Any] = Registry()  # no retrieve function: a remote $ref is Unresolvable
+
+
 def argument_errors(schema: dict[str, Any], arguments: Any) -> list[str]:
     """Why ``arguments`` do not satisfy ``schema`` (empty when they do), at most a few messages."""
-    validator = _Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
-    errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    validator = _Validator(
+        schema, format_checker=Draft202012Validator.FORMAT_CHECKER, registry=_NOTHING_TO_RETRIEVE
+    )
+    try:
+        errors = sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    except Unresolvable as exc:  # a schema stored before references were checked
+        return [f"the tool's parameters schema has a reference that cannot be resolved: {exc}"[:300]]
     messages = []
     for error in errors[:_MAX_ERRORS]:
         where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"

@@ -89,7 +89,10 @@ def check_endpoint_url(url: str, options: WebhookOptions) -> None:
     try:
         parts = urlsplit(url)
         port = parts.port  # raises on a malformed port
-    except ValueError as exc:
+        # What urlsplit lets through but the HTTP client refuses at send time (a control
+        # character, a host that is not valid IDNA) would fail every attempt: refuse it here.
+        httpx.URL(url).host  # noqa: B018 (decoding the host is the check)
+    except (ValueError, httpx.InvalidURL) as exc:  # IDNAError is a UnicodeError, a ValueError
         raise InvalidDataError(f"the webhook URL is malformed: {exc}") from exc
     del port
     if parts.scheme not in ("https", "http") or not parts.hostname:

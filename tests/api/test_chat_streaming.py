@@ -334,3 +334,37 @@ async def test_a_retried_streamed_turn_with_an_idempotency_key_gets_the_done_bod
     assert len(provider.calls) == 1
     turns, _ = await _trail(api)
     assert len(turns) == 1
+
+
+async def test_a_stream_cut_off_by_the_client_is_not_replayed_for_its_idempotency_key(
+    api: ApiHarness,
+) -> None:
+    """The turn of a stream the client left was cancelled and wrote nothing: a retry with the same
+    key must run it, not replay the half stream the first request got."""
+    agent_id = await _agent(api)
+    hold = asyncio.Event()
+    provider = _scripted(api, ScriptedReply(text="one two three", hold=hold), "Shipped today.")
+    headers = {**api.headers, "Idempotency-Key": "cut-off-1"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            first = await anext(read_events(response))
+            assert first.name == "delta" and first.data["text"] == "one"
+        for _ in range(500):
+            if provider.streams_closed_early:
+                break
+            await asyncio.sleep(0.01)
+        assert provider.streams_closed_early == 1
+        hold.set()
+        for _ in range(500):  # the first request's key is released or kept once its app call ends
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    events = parse_events(again.text)
+    assert events[-1].name == "done" and events[-1].data["response"] == "Shipped today."
+    turns, _ = await _trail(api)
+    assert [t.assistant_response for t in turns] == ["Shipped today."]

@@ -96,6 +96,36 @@ async def test_tool_definition_crud_never_shows_the_secret(
             {"http": {"url_template": "https://shop.example/x", "timeout_seconds": "5"}},
             "body.http.timeout_seconds",
         ),
+        # A format spec would be applied to the argument at call time: a width of 999999999
+        # builds a gigabyte string; a nested field raises; a conversion alters the value.
+        (
+            {"http": {"url_template": "https://shop.example/{order_number:>999999999}"}},
+            "body.http.url_template",
+        ),
+        ({"http": {"url_template": "https://shop.example/{order_number:{x}}"}}, "body.http.url_template"),
+        ({"http": {"url_template": "https://shop.example/{order_number!r}"}}, "body.http.url_template"),
+        # Headers that HTTP cannot carry fail every call (or split the request): refused when written.
+        (
+            {"http": {**TOOL["http"], "headers": {"X-Note": "caf\u00e9"}}},
+            "body.http.headers",
+        ),
+        (
+            {"http": {**TOOL["http"], "headers": {"X-Note": "a\r\nX-Injected: 1"}}},
+            "body.http.headers",
+        ),
+        ({"http": {**TOOL["http"], "headers": {"X Note": "a"}}}, "body.http.headers"),
+        ({"http": {**TOOL["http"], "secret_header": "X-Api-Key:"}}, "body.http.secret_header"),
+        ({"secret": "p\u00e4ss-word"}, "body.secret"),
+        ({"secret": "line\nbreak"}, "body.secret"),
+        (  # a reference jsonschema would download (any host, blocking the event loop)
+            {
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_number": {"$ref": "http://169.254.169.254/latest/meta-data"}},
+                }
+            },
+            "body.parameters",
+        ),
     ],
 )
 async def test_invalid_definitions_are_422_and_create_nothing(
@@ -196,3 +226,31 @@ async def test_session_variables_read_and_patch_under_the_version(api: ApiHarnes
     assert (await api.client.get(f"/v1/sessions/{uuid4()}/variables", headers=api.headers)).status_code == 404
     final = await api.services.session_store.get(api.tenant_id, session.session_id)
     assert final is not None and final.variables == body["variables"]
+
+
+async def test_moving_a_tool_to_another_host_needs_its_secret_again(api: ApiHarness) -> None:
+    """The secret is write-only; without this, anyone holding a token could read it anyway by
+    pointing the tool at a server of theirs and letting the next call carry it there."""
+    assert (await api.client.post("/v1/tools", json=TOOL, headers=api.headers)).status_code == 201
+    url = "/v1/tools/lookup_order"
+    elsewhere = {**TOOL["http"], "url_template": "https://collector.example/{order_number}"}
+
+    refused = await api.client.patch(url, json={"http": elsewhere}, headers=api.headers)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"]["errors"][0]["field"] == "body.secret"
+    stored = await api.services.config_store.get_tool_definition(api.tenant_id, "lookup_order")
+    assert stored is not None and stored.revision == 1
+    assert stored.http.url_template == TOOL["http"]["url_template"]
+    # Same origin, another path: the secret stays. Another host with the secret (or null): fine.
+    same_host = {**TOOL["http"], "url_template": "https://shop.example/v2/orders/{order_number}"}
+    kept = await api.client.patch(url, json={"http": same_host}, headers=api.headers)
+    assert (kept.status_code, kept.json()["has_secret"]) == (200, True)
+    moved = await api.client.patch(url, json={"http": elsewhere, "secret": "new-key"}, headers=api.headers)
+    assert (moved.status_code, moved.json()["has_secret"]) == (200, True)
+    dropped = await api.client.patch(
+        url,
+        json={"http": {**elsewhere, "url_template": "https://third.example/{order_number}"}, "secret": None},
+        headers=api.headers,
+    )
+    assert (dropped.status_code, dropped.json()["has_secret"]) == (200, False)

@@ -78,6 +78,8 @@ async def test_patch_honours_if_match_and_keeps_what_it_does_not_send(control_ap
         {**HOOK, "url": "ftp://hooks.example.com/h"},
         {**HOOK, "url": "https://user:pw@hooks.example.com/h"},
         {**HOOK, "url": "/relative"},
+        {**HOOK, "url": "https://hooks.example.com/h\t"},  # no HTTP client can send to these
+        {**HOOK, "url": "https://xn--zz.example.com/h"},
         {**HOOK, "event_types": []},
         {**HOOK, "event_types": ["session.unknown"]},
         {**HOOK, "secret": "mine"},  # the secret is Focal's to generate

@@ -85,6 +85,25 @@ def test_console_renderer_when_forced(capsys: pytest.CaptureFixture[str]) -> Non
         json.loads(text.splitlines()[0])
 
 
+def test_console_tracebacks_never_show_local_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    """A traceback on the console must not print the frames' locals: they hold tool secrets, the
+    JWT secret, database passwords (rich, which typer installs, shows them by default)."""
+    configure_logging("INFO", json_output=False)
+    secret = f"sk-{uuid4().hex}"  # built at run time: the source lines shown hold no value
+
+    def call_tool() -> None:
+        secret_header_value = secret
+        raise UnicodeEncodeError("ascii", secret_header_value, 0, 1, "ordinal not in range(128)")
+
+    try:
+        call_tool()
+    except UnicodeEncodeError:
+        get_logger("focal.test").exception("tool_executor_failed")
+    text = ANSI.sub("", capsys.readouterr().err)
+    assert "tool_executor_failed" in text and "UnicodeEncodeError" in text and "call_tool" in text
+    assert secret not in text
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

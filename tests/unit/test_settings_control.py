@@ -4,6 +4,7 @@ defaults, refusals)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -52,9 +53,35 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
         ("FOCAL_WEBHOOKS__TIMEOUT_SECONDS", "inf"),
         ("FOCAL_WEBHOOKS__BACKOFF_CAP_SECONDS", "0.5"),  # below the 1 s base
         ("FOCAL_WEBHOOKS__RETRIES", "3"),  # misspelt
+        # Entries that can never equal a URL's host (matching is exact): every endpoint refused.
+        ("FOCAL_WEBHOOKS__ALLOWED_HOSTS", '["*.example.com"]'),
+        ("FOCAL_WEBHOOKS__ALLOWED_HOSTS", '["https://hooks.example.com"]'),
+        ("FOCAL_WEBHOOKS__ALLOWED_HOSTS", '["hooks.example.com:443"]'),
+        # An attempt outliving its lease is claimed again by a sweep while still in flight.
+        ("FOCAL_WEBHOOKS__TIMEOUT_SECONDS", "60"),  # = the 60 s lease
     ],
 )
 def test_values_that_cannot_work_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings.load()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("FOCAL_WEBHOOKS__ALLOWED_HOSTS", '["*.example.com"]', "allowed_hosts entry '*.example.com'"),
+        ("FOCAL_WEBHOOKS__TIMEOUT_SECONDS", "90", "webhooks.lease_seconds must be greater than"),
+    ],
+)
+def test_refusals_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, named: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=re.escape(named)):
+        Settings.load()
+
+
+def test_exact_webhook_hosts_and_addresses_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOCAL_WEBHOOKS__ALLOWED_HOSTS", '["hooks.example.com", "10.0.0.7", "::1"]')
+    assert Settings.load().webhooks.allowed_hosts == ["hooks.example.com", "10.0.0.7", "::1"]

@@ -387,9 +387,11 @@ class TurnEngine:
                         request.tenant_id, request.channel, request.user_channel_id
                     )
                 writes = build(created.id)
-            saved = await persist_turn(self._stores, writes, before, timer)
-            await notify_handoff(self._event_sink, writes, handoff)  # after persistence; never raises
-            return saved
+
+            async def announce() -> None:  # once the turn is recorded, even if an append failed
+                await notify_handoff(self._event_sink, writes, handoff)  # never raises
+
+            return await persist_turn(self._stores, writes, before, timer, recorded=announce)
 
         # The answer is complete: the writes run to their end even if the caller goes away now (a
         # streaming client that disconnects), so a turn is written whole or, before this, not at all.

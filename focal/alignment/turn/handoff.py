@@ -8,8 +8,10 @@ The turn answers as usual (its EXCLUSIVE template, or the LLM); then, before any
   the version race hands nothing over);
 - the turn gets a ``handoff_requested`` audit event naming the rules (``with_handoff_event``).
 
-After the turn is persisted, ``notify_handoff`` emits the ``session.handoff_requested`` event to
-the ``EventSink`` (the webhook dispatcher): it writes the deliveries and returns; the sending
+After the turn is persisted (its session and record: a failure of the later appends does not
+stop it, since the session is MANUAL anyway), ``notify_handoff`` emits the
+``session.handoff_requested`` event to the ``EventSink`` (the webhook dispatcher): it writes the
+deliveries and returns; the sending
 happens in the background. A failure there is logged and never fails or undoes the turn, which
 is already recorded. None of this depends on how the answer reaches the customer (a JSON body or
 a stream): it runs on the records, before and after persistence.

@@ -31,7 +31,7 @@ here, or loses the session to a concurrent turn, has still made its calls; each 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,9 +69,18 @@ class TurnStores:
     profile_store: ProfileStore | None = None  # needed only by turns that write profile fields
 
 
-async def persist_turn(stores: TurnStores, writes: TurnWrites, before: Session, timer: StepTimer) -> Session:
+async def persist_turn(
+    stores: TurnStores,
+    writes: TurnWrites,
+    before: Session,
+    timer: StepTimer,
+    *,
+    recorded: Callable[[], Awaitable[None]] | None = None,
+) -> Session:
     """Write the turn (see the module docstring); ``before`` is the session as it was before the
     turn (for a new session: as it was opened), saved back if the turn record cannot be written.
+    ``recorded`` runs once the session and the record are written, after the appends, whether
+    they succeeded or not (the turn stands either way: its handoff must still be announced).
     Returns the saved session."""
     with timer.measure("save_session"):
         try:
@@ -87,7 +96,11 @@ async def persist_turn(stores: TurnStores, writes: TurnWrites, before: Session, 
             await _undo_session_save(stores.session_store, before, saved, writes.record, exc)
             raise
     with timer.measure("append_records"):
-        await _append(stores, writes)
+        try:
+            await _append(stores, writes)
+        finally:
+            if recorded is not None:
+                await recorded()
     return saved
 
 

@@ -5,15 +5,18 @@ A definition is the tenant's, not an agent's: agents use it by activating its na
 live definitions (409 otherwise); a name never changes. The secret is write-only: it is accepted
 on POST and PATCH (``null`` removes it) and never returned (``has_secret`` says whether one is
 stored). GET, POST and PATCH return the ``revision`` as the ``ETag``; PATCH honours ``If-Match``
-(``focal.api.concurrency``). DELETE is a soft delete: activations naming the tool stay, but no
-turn offers or runs a tool without a live definition.
+(``focal.api.concurrency``); a PATCH that moves a tool with a secret to another scheme, host or
+port must send the secret again (422 otherwise). DELETE is a soft delete: activations naming the
+tool stay, but no turn offers or runs a tool without a live definition.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Response, status
+from fastapi.exceptions import RequestValidationError
 
 from focal.alignment.models import TOOL_ID_PATTERN, ToolDefinition
 from focal.api.concurrency import IfMatchHeader, read_modify_write, with_etag
@@ -35,6 +38,29 @@ async def _definition(services: FocalServices, tenant_id: TenantDep, name: str) 
     if definition is None:
         raise NotFoundError(f"tool {name!r} not found")
     return definition
+
+
+def _origin(definition: ToolDefinition) -> tuple[str, str, int | None]:
+    parts = urlsplit(definition.http.url_template)
+    return parts.scheme, definition.http.host, parts.port
+
+
+def _refuse_secret_moving(current: ToolDefinition, updated: ToolDefinition) -> None:
+    """A stored secret goes only where it was set for: a PATCH that moves the tool to another
+    scheme, host or port must send the secret again (or ``null``), else anyone holding a token
+    could read the write-only secret by pointing the tool at a server of theirs."""
+    if _origin(updated) != _origin(current):
+        raise RequestValidationError(
+            [
+                {
+                    "type": "secret_required",
+                    "loc": ("body", "secret"),
+                    "msg": "the tool moves to another scheme, host or port: send its secret again "
+                    "(or null to remove it)",
+                    "input": None,
+                }
+            ]
+        )
 
 
 def _shown(response: Response, definition: ToolDefinition) -> ToolDefinitionOut:
@@ -80,6 +106,8 @@ async def update_tool(
 
     async def write(current: ToolDefinition) -> None:
         updated = patched(current, changes)
+        if current.secret is not None and "secret" not in changes:
+            _refuse_secret_moving(current, updated)
         await services.config_store.save_tool_definition(updated, expected_revision=current.revision)
 
     await read_modify_write(await reread(), reread, write, if_match=if_match, what=f"tool {name!r}")

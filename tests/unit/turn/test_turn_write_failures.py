@@ -14,9 +14,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from focal.alignment.models import Agent
+from focal.alignment.turn import TurnEngine
 from focal.audit.models import TurnRecord
 from focal.audit.stores.inmemory import InMemoryAuditStore
-from focal.conversation.models import Session
+from focal.conversation.models import Session, SessionMode
 from focal.conversation.stores.inmemory import InMemorySessionStore
 from focal.errors import ConflictError, StoreConnectionError
 from focal.memory.models import Episode
@@ -187,4 +188,49 @@ async def test_record_and_undo_both_failing_is_logged_as_a_gap(failing: TurnStac
     assert len(gaps) == 1 and gaps[0]["turn_number"] == 2 and gaps[0]["session_id"] == str(first.session_id)
     assert await failing.audit_store.list_events(tenant, session_id=first.session_id) == [
         e for e in await failing.audit_store.list_events(tenant) if e.turn_id == first.turn_id
+    ]
+
+
+class RecordingSink:
+    """An ``EventSink`` that keeps what it was given (the webhook dispatcher's place)."""
+
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, dict[str, Any]]] = []
+
+    async def emit(
+        self, tenant_id: UUID, event_type: str, data: dict[str, Any], *, session_id: UUID | None = None
+    ) -> list[Any]:
+        self.emitted.append((event_type, data))
+        return []
+
+
+async def test_a_recorded_handoff_turn_emits_its_webhook_even_when_its_memory_fails(
+    failing: TurnStack, tenant: UUID
+):
+    """The turn is recorded and its session is MANUAL, so a person must hear of it: a failure of
+    the writes after the record (memory here) must not swallow the handoff event too."""
+    agent = await failing.agent(tenant)
+    await failing.rule(agent, "talk to a human", "A colleague takes over.", requests_handoff=True)
+    sink = RecordingSink()
+    engine = TurnEngine(
+        config_store=failing.config_store,
+        session_store=failing.session_store,
+        memory_store=failing.memory_store,
+        audit_store=failing.audit_store,
+        profile_store=failing.profile_store,
+        llm_provider=failing.llm,
+        embedding_provider=failing.embedder,
+        event_sink=sink,
+    )
+    assert isinstance(failing.memory_store, FailingMemoryStore)
+    failing.memory_store.fail_next_batch = True
+
+    with pytest.raises(StoreConnectionError):
+        await failing.turn(agent, "talk to a human", engine=engine)
+
+    (session,) = await failing.session_store.list_by_agent(tenant, agent.id)
+    (record,) = await failing.audit_store.list_turns_by_session(tenant, session.session_id)
+    assert session.mode is SessionMode.MANUAL  # handed over, and recorded
+    assert [(kind, data["turn_id"]) for kind, data in sink.emitted] == [
+        ("session.handoff_requested", str(record.id))
     ]

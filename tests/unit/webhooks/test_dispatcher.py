@@ -130,3 +130,20 @@ def test_options_come_from_the_settings() -> None:
         WebhookSettings(allowed_hosts=["Hooks.Example.com"], max_attempts=2)
     )
     assert (options.allowed_hosts, options.max_attempts) == (("hooks.example.com",), 2)
+
+
+@pytest.mark.parametrize("url", ["https://hooks.example.com/h\t", "https://xn--zz.example.com/h"])
+async def test_a_url_the_http_client_cannot_send_to_fails_the_delivery_at_once(url: str) -> None:
+    """A URL urlsplit accepts but httpx refuses (a control character, a bad IDNA label) is a
+    permanent failure, not an interruption that every sweep resumes without end."""
+    store, audit, endpoint = await _setup(url)  # as stored before the URL check refused it
+    async with httpx.AsyncClient() as client:
+        dispatcher = WebhookDispatcher(store, audit, client, FAST)
+        with capture_logs() as logs:
+            (delivery,) = await dispatcher.emit(endpoint.tenant_id, HANDOFF, {"n": 1})
+            await dispatcher.wait_idle()
+        await dispatcher.aclose()
+    stored = await store.get_delivery(endpoint.tenant_id, delivery.id)
+    assert stored is not None and (stored.status, stored.attempts) == (DeliveryStatus.FAILED, 1)
+    assert stored.last_error is not None and "malformed" in stored.last_error
+    assert not [log for log in logs if log["event"] == "webhook delivery interrupted"]
