@@ -275,9 +275,10 @@ async def constraint_read_ms(services: FocalServices, count: int, samples: int) 
 
 
 async def constraint_cost(
-    args: argparse.Namespace, production: FocalServices | None = None
+    args: argparse.Namespace, shop: DemoShop, production: FocalServices | None = None
 ) -> dict[str, Any]:
-    """The ``constraint_checks`` section (see the module docstring)."""
+    """The ``constraint_checks`` section (see the module docstring); ``shop`` serves the demo
+    agent's tools."""
     constraints = demo_constraints(uuid4(), uuid4(), args.constraints)
     assert deterministic_violations(constraints, SAMPLE_ANSWER) == []  # every pattern is evaluated
     for _ in range(200):
@@ -294,7 +295,8 @@ async def constraint_cost(
         embedding={"provider": "hashing", "dimensions": args.dimensions},
         llm={"provider": "offline"},
     )
-    plain, constrained = TurnCase(build_memory_services(settings)), TurnCase(build_memory_services(settings))
+    plain = TurnCase(build_memory_services(settings), shop)
+    constrained = TurnCase(build_memory_services(settings), shop)
     await plain.prepare(args.warmup)
     await constrained.prepare(0)
     for rule in demo_constraints(constrained.tenant_id, constrained.agent_id, args.constraints):
@@ -324,6 +326,13 @@ async def constraint_cost(
         **reads,
         "target": {"checks_p99_under_ms": TARGET_CONSTRAINT_CHECKS_MS, "met": checks["p99_ms"] < 1.0},
     }
+
+
+async def constraint_cost_alone(args: argparse.Namespace) -> dict[str, Any]:
+    """``--constraints-only``: the section without database servers (the demo shop still runs)."""
+    shop = DemoShop()
+    async with serve_demo_shop(shop):
+        return await constraint_cost(args, shop)
 
 
 def settings_for(database_url: str, redis_url: str, args: argparse.Namespace) -> Settings:
@@ -368,7 +377,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             raw = RawRoundtrip(services)
             await interleaved(production, inmemory, raw, args)
-            constraint_checks = await constraint_cost(args, services)
+            constraint_checks = await constraint_cost(args, shop, services)
             streaming = await first_delta.measure(
                 services, samples=args.first_delta_samples, chunk_delay_ms=args.chunk_delay_ms
             )
@@ -434,7 +443,7 @@ def main() -> None:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "load_average_1m": round(os.getloadavg()[0], 2),
-            "constraint_checks": asyncio.run(constraint_cost(args)),
+            "constraint_checks": asyncio.run(constraint_cost_alone(args)),
         }
     else:
         result = asyncio.run(run(args))

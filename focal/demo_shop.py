@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import socket
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from focal.errors import ConfigurationError
+from focal.net import tcp_listener
 
 __all__ = ["DEMO_ORDERS", "KEY_HEADER", "DemoShop", "serve_demo_shop"]
 
@@ -107,7 +107,7 @@ class _QuietServer(uvicorn.Server):
 @contextlib.asynccontextmanager
 async def serve_demo_shop(shop: DemoShop, host: str = "127.0.0.1") -> AsyncIterator[str]:
     """Serve ``shop`` on a free port of ``host`` in this event loop; yields (and sets) its URL."""
-    listener = socket.create_server((host, 0))
+    listener = tcp_listener(host, 0)
     port = int(listener.getsockname()[1])
     config = uvicorn.Config(shop.app, log_config=None, access_log=False, lifespan="off", server_header=False)
     server = _QuietServer(config)

@@ -24,7 +24,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +35,7 @@ import typer
 from pydantic import SecretStr
 
 from focal.errors import ConfigurationError, FocalError
+from focal.net import tcp_listener
 from focal.settings import (
     DATABASE_URL_VARIABLE,
     REDIS_URL_VARIABLE,
@@ -262,7 +262,7 @@ async def _serve_async(plan: ServePlan, settings: Settings, *, migrate_dsn: str 
         host, port = settings.server.host, settings.server.port
         # Bind before printing anything: a port in use is a clear error, and --port 0 shows the real port.
         try:
-            listener = socket.create_server((host, port))
+            listener = tcp_listener(host, port)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
         with listener:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -22,13 +21,14 @@ from typing import Any
 
 import uvicorn
 
+from focal.net import tcp_listener
+
 
 class LoopbackServer:
     """``with LoopbackServer(app) as server: server.url``; stopped (and the port freed) on exit."""
 
     def __init__(self, app: Any) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = tcp_listener("127.0.0.1", 0)
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
@@ -63,8 +63,7 @@ class LoopbackServer:
 @contextlib.asynccontextmanager
 async def serve_in_this_loop(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` on a free loopback port from the running loop; yields its base URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock = tcp_listener("127.0.0.1", 0)
     config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import socket
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from focal.net import tcp_listener
 from focal.providers.retry import RetryPolicy
 
 DEFAULT_EMBEDDING_DIMENSIONS = 8
@@ -428,8 +428,7 @@ class FakeVendorServer:
 
     def __init__(self, vendor: FakeVendor) -> None:
         self.vendor = vendor
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = tcp_listener("127.0.0.1", 0)
         port = self._socket.getsockname()[1]
         vendor.base_url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(vendor.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
