@@ -256,10 +256,12 @@ def demo_constraints(agent_tenant: UUID, agent_id: UUID, count: int) -> list[Rul
     return rules
 
 
-async def constraint_read_ms(services: FocalServices, count: int, samples: int) -> dict[str, Any]:
+async def constraint_read_ms(
+    services: FocalServices, shop: DemoShop, count: int, samples: int
+) -> dict[str, Any]:
     """``ConfigStore.get_hard_constraints`` (the per-turn read) with ``count`` constraints stored."""
     tenant_id = uuid4()
-    agent_id = (await load_demo_agent(services, tenant_id)).id
+    agent_id = (await load_demo_agent(services, tenant_id, shop)).id
     for rule in demo_constraints(tenant_id, agent_id, count):
         await services.config_store.save_rule(rule)
     scopes = [(Scope.GLOBAL, None)]
@@ -311,7 +313,8 @@ async def constraint_cost(
     turn_without = plain.sequential.summary(plain.sequential_s)
     reads: dict[str, Any] = {}
     if production is not None:  # runs beside the rule search in a turn, so it adds no latency alone
-        reads["postgres_get_hard_constraints"] = await constraint_read_ms(production, args.constraints, 500)
+        read = await constraint_read_ms(production, shop, args.constraints, 500)
+        reads["postgres_get_hard_constraints"] = read
     return {
         "what": "deterministic checks of one answer against N always-on constraints (2 forbid + 1 require "
         "RE2 patterns each), every pattern evaluated",
