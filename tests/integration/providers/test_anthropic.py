@@ -13,8 +13,11 @@ from pydantic import BaseModel
 
 from focal.errors import AuthenticationError, ModelError
 from focal.providers.llm.anthropic import AnthropicProvider
-from focal.providers.llm.base import LLMMessage, LLMProvider, StreamDone, TextDelta
-from focal.providers.llm.types import ToolResult, ToolRound, ToolSpec
+from focal.providers.llm.base import LLMMessage, LLMProvider
+from tests.integration.providers.shared_checks import (
+    check_stream_deltas_join_to_the_response,
+    check_tool_call_round_trip,
+)
 
 API_KEY = os.environ.get("ANTHROPIC_API_KEY", "")
 MODEL = os.environ.get("FOCAL_TEST_ANTHROPIC_MODEL", "claude-haiku-4-5")
@@ -79,34 +82,9 @@ async def test_unknown_model_is_model_error() -> None:
     await unknown.aclose()
 
 
-WEATHER = ToolSpec(
-    name="get_weather",
-    description="The current weather in a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
-
-
 async def test_tool_call_round_trip(provider: LLMProvider) -> None:
-    first = await provider.generate(
-        "What is the weather in Paris? Use the tool.", tools=[WEATHER], max_tokens=200
-    )
-    assert first.finish_reason == "tool_use" and first.tool_calls
-    call = first.tool_calls[0]
-    assert call.name == "get_weather" and "paris" in str(call.arguments).lower()
-    round_ = ToolRound(
-        text=first.content,
-        calls=first.tool_calls,
-        results=tuple(ToolResult(call_id=c.id, name=c.name, content="Sunny, 21 C") for c in first.tool_calls),
-    )
-    second = await provider.generate(
-        "What is the weather in Paris? Use the tool.", tools=[WEATHER], tool_rounds=[round_], max_tokens=200
-    )
-    assert "21" in second.content
+    await check_tool_call_round_trip(provider)
 
 
 async def test_stream_deltas_join_to_the_response(provider: LLMProvider) -> None:
-    events = [e async for e in provider.stream("Say hello in three words.", max_tokens=30)]
-    deltas = [e.text for e in events if isinstance(e, TextDelta)]
-    assert deltas and isinstance(events[-1], StreamDone)
-    assert events[-1].response.content == "".join(deltas)
-    assert events[-1].response.usage.completion_tokens > 0
+    await check_stream_deltas_join_to_the_response(provider)
