@@ -14,6 +14,7 @@ A consumer that stops iterating early (``aclose`` or cancellation) closes the ve
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -360,6 +361,15 @@ def schema_name(schema: type[BaseModel]) -> str:
     """The schema's class name in the character set vendors accept for tool/schema names."""
     cleaned = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in schema.__name__)
     return cleaned[:64] or "structured_output"
+
+
+_WORD_CHUNK = re.compile(r"\S+\s*")
+
+
+def word_chunks(text: str) -> list[str]:
+    """``text`` cut into words, each with the whitespace after it (joined, they are ``text``
+    without its leading whitespace): how the offline and scripted providers stream an answer."""
+    return _WORD_CHUNK.findall(text)
 
 
 def repair_instructions(errors: str) -> str:

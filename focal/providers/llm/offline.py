@@ -57,6 +57,7 @@ from focal.providers.llm.base import (
     TokenUsage,
     validate_generation_args,
     validate_schema,
+    word_chunks,
 )
 from focal.providers.llm.types import ToolCall, ToolRound, ToolSpec
 
@@ -65,7 +66,6 @@ RULES_HEADER = "Rules to follow:"
 SUGGESTIONS_HEADER = "Suggested responses:"
 CUSTOMER_PREFIX = "Customer:"
 KNOWN_VALUES_HEADER = "Known values:"
-_WORDS = re.compile(r"\S+\s*")
 
 
 class OfflineLLMProvider(LLMProvider):
@@ -98,7 +98,7 @@ class OfflineLLMProvider(LLMProvider):
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[StreamEvent, None]:
         response = await self._generate(request)
-        for word in _WORDS.findall(response.content):
+        for word in word_chunks(response.content):
             yield TextDelta(text=word)
         yield StreamDone(response=response)
 

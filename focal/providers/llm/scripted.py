@@ -14,7 +14,6 @@ with a call that a real provider would refuse.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,11 +35,11 @@ from focal.providers.llm.base import (
     TokenUsage,
     validate_generation_args,
     validate_schema,
+    word_chunks,
 )
 from focal.providers.llm.types import ToolCall, ToolRound, ToolSpec
 
 MODEL_ID = "scripted"
-_WORDS = re.compile(r"\S+\s*")
 
 
 class ScriptExhaustedError(AssertionError):
@@ -83,7 +82,7 @@ class ScriptedReply:
         )
 
     def stream_chunks(self) -> list[str]:
-        chunks = list(self.chunks) if self.chunks is not None else _WORDS.findall(self.text)
+        chunks = list(self.chunks) if self.chunks is not None else word_chunks(self.text)
         if "".join(chunks) != self.text:
             raise AssertionError(f"scripted chunks {chunks!r} do not join to the text {self.text!r}")
         return chunks
