@@ -15,10 +15,18 @@
   audit event. Setting the mode a session already has, or closing a closed session, writes
   nothing. A CLOSED session's mode cannot change (409); a later chat naming it is a 409 too
   (``engine.py``), and a chat without ``session_id`` opens a new session.
+- ``set_variables``: an operator's edit of the session's variables under the version they were
+  read at (``StaleRevisionError``, a 409, when a turn or another edit saved since), then a
+  ``variables_updated`` event naming the variables (never their values).
+
+Every change is checked whole before its first write. When the session is saved but its audit
+event then fails, the error is logged (``session_event_failed``, naming the event) and raised:
+the change stands, its event is missing, as ``persist.py`` reports for turns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -42,12 +50,14 @@ from focal.errors import (
 )
 from focal.logging import get_logger
 from focal.memory.stores.store import MemoryStore
+from focal.models import utc_now
 from focal.providers.embedding.base import EmbeddingProvider
 
 __all__ = [
     "CLOSED_EVENT",
     "HUMAN_AGENT_MESSAGE_EVENT",
     "MODE_CHANGED_EVENT",
+    "VARIABLES_UPDATED_EVENT",
     "OperatorReply",
     "SessionControl",
 ]
@@ -55,6 +65,7 @@ __all__ = [
 HUMAN_AGENT_MESSAGE_EVENT = "human_agent_message"
 MODE_CHANGED_EVENT = "session_mode_changed"
 CLOSED_EVENT = "session_closed"
+VARIABLES_UPDATED_EVENT = "variables_updated"
 MAX_REPLY_ATTEMPTS = 10  # an operator reply re-reads this often while turns keep saving first
 
 _log = get_logger("focal.turn")
@@ -163,17 +174,34 @@ class SessionControl:
             session, {"status": SessionStatus.CLOSED}, CLOSED_EVENT, {"mode": session.mode.value}
         )
 
+    # --- variables ----------------------------------------------------------------------------
+
+    async def set_variables(self, session: Session, version: int, values: Mapping[str, Any]) -> Session:
+        """``session`` (as read) with ``values`` set (``None`` removes one), saved only if the
+        stored session is still at ``version``."""
+        now = utc_now()
+        variables, set_at = dict(session.variables), dict(session.variables_set_at)
+        for name, value in values.items():
+            if value is None:
+                variables.pop(name, None)
+                set_at.pop(name, None)
+            else:
+                variables[name] = value
+                set_at[name] = now
+        updated = session.model_copy(
+            update={"variables": variables, "variables_set_at": set_at, "version": version}
+        )
+        data = {"names": sorted(values), "source": "operator"}
+        return await self._write(updated, _event(session, VARIABLES_UPDATED_EVENT, data))
+
     async def _change(
         self, session: Session, change: dict[str, Any], event_type: str, data: dict[str, Any]
     ) -> Session:
-        updated = session.model_copy(update=change)
-        with refused_as_invalid_data("an audit event"):
-            event = AuditEvent(
-                tenant_id=session.tenant_id,
-                session_id=session.session_id,
-                event_type=event_type,
-                event_data={"version": session.version + 1, **data},
-            )
+        event = _event(session, event_type, {"version": session.version + 1, **data})
+        return await self._write(session.model_copy(update=change), event)
+
+    async def _write(self, updated: Session, event: AuditEvent) -> Session:
+        """The session under its version check, then its event; see the module docstring."""
         checked_for_save(updated)  # every check before the first write
         check_event(event)
         try:
@@ -185,13 +213,23 @@ class SessionControl:
         except Exception as exc:  # the session changed; say which event is missing, as persist.py does
             _log.error(
                 "session_event_failed",
-                tenant_id=str(session.tenant_id),
-                session_id=str(session.session_id),
-                event_type=event_type,
+                tenant_id=str(updated.tenant_id),
+                session_id=str(updated.session_id),
+                event_type=event.event_type,
                 error=repr(exc),
             )
             raise
         return saved
+
+
+def _event(session: Session, event_type: str, data: dict[str, Any]) -> AuditEvent:
+    with refused_as_invalid_data("an audit event"):
+        return AuditEvent(
+            tenant_id=session.tenant_id,
+            session_id=session.session_id,
+            event_type=event_type,
+            event_data=data,
+        )
 
 
 def _refuse_closed(session: Session) -> None:

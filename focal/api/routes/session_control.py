@@ -28,7 +28,7 @@ router = APIRouter(tags=["sessions"])
 _CLOSED: dict[int | str, dict[str, Any]] = {409: {"description": "the session is closed"}}
 
 
-def _control(services: FocalServices) -> SessionControl:
+def session_control(services: FocalServices) -> SessionControl:
     return SessionControl(
         session_store=services.session_store,
         audit_store=services.audit_store,
@@ -56,7 +56,7 @@ async def _conditional(
     change: Any,
     response: Response,
 ) -> Session:
-    control = _control(services)
+    control = session_control(services)
     saved: list[Session] = []
 
     async def reread() -> _Versioned:
@@ -81,7 +81,7 @@ async def post_operator_message(
 ) -> OperatorMessageOut:
     """An operator's reply: the session's next turn (source ``human_agent``), in the audit trail
     and in the history the LLM sees on later turns."""
-    reply = await _control(services).post_operator_message(
+    reply = await session_control(services).post_operator_message(
         tenant_id, session_id, body.text, author=body.author
     )
     return OperatorMessageOut(

@@ -4,8 +4,9 @@ GET returns the values, when each was set, and the session's ``version`` (also t
 PATCH sets values (``null`` removes one) under that version: the body names the ``version`` it
 was read at, and if a turn (or another edit) saved the session since, the PATCH is a 409 and
 changes nothing. Values are JSON; names follow the variable name pattern. An edit is recorded as
-a ``variables_updated`` audit event (the names, not the values). Edits are not written to the
-customer's profile (turns do that for variables marked ``persist_to_profile``).
+a ``variables_updated`` audit event (the names, not the values): the logic is
+``SessionControl.set_variables``. Edits are not written to the customer's profile (turns do that
+for variables marked ``persist_to_profile``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,10 @@ from pydantic import Field, StringConstraints
 
 from focal.alignment.models import VARIABLE_NAME_PATTERN
 from focal.api.deps import ServicesDep, TenantDep
+from focal.api.routes.session_control import session_control
 from focal.api.schemas.common import RequestModel, ResponseModel
-from focal.audit.models import AuditEvent
-from focal.audit.stores.checks import check_event
 from focal.conversation.models import Session
-from focal.conversation.stores.session_codec import checked_for_save
-from focal.errors import NotFoundError
-from focal.models import MAX_INT4, utc_now
+from focal.models import MAX_INT4
 
 router = APIRouter(tags=["sessions"])
 
@@ -62,18 +60,11 @@ def _shown(response: Response, session: Session) -> SessionVariablesOut:
     )
 
 
-async def _session(services: ServicesDep, tenant_id: UUID, session_id: UUID) -> Session:
-    session = await services.session_store.get(tenant_id, session_id)
-    if session is None:
-        raise NotFoundError(f"session {session_id} not found")
-    return session
-
-
 @router.get("/v1/sessions/{session_id}/variables", response_model=SessionVariablesOut, responses=_ERRORS)
 async def get_session_variables(
     session_id: UUID, tenant_id: TenantDep, services: ServicesDep, response: Response
 ) -> SessionVariablesOut:
-    return _shown(response, await _session(services, tenant_id, session_id))
+    return _shown(response, await session_control(services).get(tenant_id, session_id))
 
 
 @router.patch("/v1/sessions/{session_id}/variables", response_model=SessionVariablesOut, responses=_ERRORS)
@@ -84,24 +75,7 @@ async def update_session_variables(
     services: ServicesDep,
     response: Response,
 ) -> SessionVariablesOut:
-    session = await _session(services, tenant_id, session_id)
-    now = utc_now()
-    for name, value in body.variables.items():
-        if value is None:
-            session.variables.pop(name, None)
-            session.variables_set_at.pop(name, None)
-        else:
-            session.variables[name] = value
-            session.variables_set_at[name] = now
-    session.version = body.version  # the save succeeds only if the stored version is still this one
-    event = AuditEvent(
-        tenant_id=tenant_id,
-        session_id=session_id,
-        event_type="variables_updated",
-        event_data={"names": sorted(body.variables), "source": "operator"},
-    )
-    checked_for_save(session)  # both records checked before the first write: a refusal writes nothing
-    check_event(event)
-    saved = await services.session_store.save(session)
-    await services.audit_store.save_event(event)
+    control = session_control(services)
+    session = await control.get(tenant_id, session_id)
+    saved = await control.set_variables(session, body.version, body.variables)
     return _shown(response, saved)

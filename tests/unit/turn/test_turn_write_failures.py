@@ -15,7 +15,8 @@ from structlog.testing import capture_logs
 
 from focal.alignment.models import Agent
 from focal.alignment.turn import TurnEngine
-from focal.audit.models import TurnRecord
+from focal.alignment.turn.control import SessionControl
+from focal.audit.models import AuditEvent, TurnRecord
 from focal.audit.stores.inmemory import InMemoryAuditStore
 from focal.conversation.models import Session, SessionMode
 from focal.conversation.stores.inmemory import InMemorySessionStore
@@ -29,6 +30,13 @@ class FailingAuditStore(InMemoryAuditStore):
     def __init__(self) -> None:
         super().__init__()
         self.fail_next_turn = False
+        self.fail_next_event = False
+
+    async def save_event(self, event: AuditEvent) -> UUID:
+        if self.fail_next_event:
+            self.fail_next_event = False
+            raise StoreConnectionError("audit database unreachable")
+        return await super().save_event(event)
 
     async def save_turn(self, turn: TurnRecord) -> UUID:
         if self.fail_next_turn:
@@ -234,3 +242,37 @@ async def test_a_recorded_handoff_turn_emits_its_webhook_even_when_its_memory_fa
     assert [(kind, data["turn_id"]) for kind, data in sink.emitted] == [
         ("session.handoff_requested", str(record.id))
     ]
+
+
+@pytest.mark.parametrize("change", ["variables", "mode", "close"])
+async def test_an_operator_change_whose_event_cannot_be_written_stands_and_is_logged(
+    failing: TurnStack, tenant: UUID, change: str
+):
+    """The session is saved first; when its audit event then fails, the change stands (a retry
+    under the old version would be a 409), the error is raised and the missing event is logged."""
+    agent = await _agent(failing, tenant)
+    first = await failing.turn(agent, "refund please")
+    control = SessionControl(
+        session_store=failing.session_store,
+        audit_store=failing.audit_store,
+        memory_store=failing.memory_store,
+        embedder=failing.embedder,
+    )
+    session = await control.get(tenant, first.session_id)
+    events_before = await failing.audit_store.list_events(tenant, session_id=first.session_id)
+    act = {
+        "variables": lambda: control.set_variables(session, session.version, {"order": "FD-1"}),
+        "mode": lambda: control.set_mode(session, SessionMode.MANUAL),
+        "close": lambda: control.close(session),
+    }[change]
+
+    _audit(failing).fail_next_event = True
+    with capture_logs() as logs, pytest.raises(StoreConnectionError):
+        await act()
+
+    stored = await control.get(tenant, first.session_id)
+    assert stored.version == session.version + 1
+    assert await failing.audit_store.list_events(tenant, session_id=first.session_id) == events_before
+    (logged,) = [entry for entry in logs if entry["event"] == "session_event_failed"]
+    expected = {"variables": "variables_updated", "mode": "session_mode_changed", "close": "session_closed"}
+    assert (logged["event_type"], logged["session_id"]) == (expected[change], str(first.session_id))
