@@ -305,7 +305,22 @@ async def test_customer_behind_22000_closer_rows_gets_the_five_rows_asked_for(
     assert found == expected
 
 
-async def test_index_path_applies_every_filter_like_the_exact_path(pg_pool: asyncpg.Pool) -> None:
+async def test_index_path_applies_every_filter_like_the_exact_path(
+    database_factory: Callable[..., Awaitable[str]],
+) -> None:
+    """A database of its own: the HNSW graph of a partition every test of the worker shares varies
+    from run to run (other tests' rows, legacy degenerate vectors among them), and with it what an
+    approximate scan finds; it missed 2 of 8 rows there once. Here the 60 rows are the whole graph
+    and ``ef_search`` is above their count, so the scan is exhaustive and any difference from the
+    exact plan is a filter applied differently."""
+    pg_pool = await create_pool(await database_factory(), min_size=1, max_size=2)
+    try:
+        await _index_path_applies_every_filter(pg_pool)
+    finally:
+        await pg_pool.close()
+
+
+async def _index_path_applies_every_filter(pg_pool: asyncpg.Pool) -> None:
     tenant, agent, customer = new_tenant(), uuid4(), uuid4()
     now = utc_now()
     rng = np.random.default_rng(3)
@@ -324,10 +339,6 @@ async def test_index_path_applies_every_filter_like_the_exact_path(pg_pool: asyn
         for i in range(60)
     ]
     exact = PostgresMemoryStore(pg_pool, embedding_dimensions=TEST_EMBEDDING_DIMENSIONS)
-    # The index plan is approximate: HNSW over a table every test of this worker shares may miss a
-    # near row (it did, once in CI: recall 8/10 on the unfiltered case). What this test is about is
-    # the filters, so it asks for the widest scan and checks that every row returned is one the
-    # exact plan admits under the same filters, with the same score, in rank order, and as many.
     indexed = PostgresMemoryStore(
         pg_pool,
         embedding_dimensions=TEST_EMBEDDING_DIMENSIONS,
@@ -346,15 +357,9 @@ async def test_index_path_applies_every_filter_like_the_exact_path(pg_pool: asyn
     ]
     for kwargs in cases:
         expected = await exact.vector_search_episodes(query, tenant, agent, **kwargs)
-        admitted = {
-            e.id: round(s, 6)
-            for e, s in await exact.vector_search_episodes(query, tenant, agent, **{**kwargs, "limit": 100})
-        }
         got = await indexed.vector_search_episodes(query, tenant, agent, **kwargs)
+        assert [(e.id, round(s, 6)) for e, s in got] == [(e.id, round(s, 6)) for e, s in expected], kwargs
         assert expected, kwargs
-        assert len(got) == len(expected), kwargs
-        assert [(e.id, round(s, 6)) for e, s in got] == [(e.id, admitted.get(e.id)) for e, _ in got], kwargs
-        assert [s for _, s in got] == sorted((s for _, s in got), reverse=True), kwargs
 
 
 async def test_rows_stored_before_degenerate_vectors_were_refused_do_not_rank_first(
