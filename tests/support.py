@@ -6,9 +6,11 @@ in-memory ones too), matching the ``vector(D)`` columns of the ``pg_dsn`` databa
 
 from __future__ import annotations
 
+import asyncio
 import math
 import struct
-from collections.abc import Awaitable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Protocol
@@ -23,6 +25,15 @@ class DatabaseFactory(Protocol):
     def __call__(
         self, *, dimensions: int = TEST_EMBEDDING_DIMENSIONS, migrate: bool = True
     ) -> Awaitable[str]: ...
+
+
+async def until(condition: Callable[[], bool], bound: float = 10.0) -> None:
+    """Wait for ``condition`` to hold, polling every 5 ms; fail after ``bound`` seconds. For states
+    another task reaches with no event to wait on (a lock's waiter count)."""
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
 
 
 def new_tenant() -> UUID:

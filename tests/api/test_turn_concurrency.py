@@ -6,26 +6,19 @@ processes on Redis: ``tests/integration/test_turn_enqueue.py``."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from uuid import UUID
 
 import pytest_asyncio
 
 from tests.api.control_support import ControlApi, history_of, open_control_api
+from tests.support import until
 
 
 @pytest_asyncio.fixture
 async def enqueue_api() -> AsyncIterator[ControlApi]:
     async with open_control_api(turn={"concurrency": "enqueue", "enqueue_wait_seconds": 10}) as api:
         yield api
-
-
-async def until(condition: object, bound: float = 5.0) -> None:
-    deadline = time.monotonic() + bound
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.002)
 
 
 async def test_a_second_message_waits_and_becomes_the_next_turn(enqueue_api: ControlApi) -> None:

@@ -6,7 +6,6 @@ Waiting is observed through ``locks.waiting`` (polled with a bound), never by sl
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from uuid import uuid4
 
@@ -21,7 +20,7 @@ from tests.contract.redis_backends import (
     redis_cluster_client,
     redis_cluster_nodes,
 )
-from tests.support import new_tenant
+from tests.support import new_tenant, until
 
 __all__ = ["redis_cluster_client", "redis_cluster_nodes"]  # fixtures
 
@@ -35,13 +34,6 @@ def locks(request: pytest.FixtureRequest) -> Iterator[ConversationLocks]:
     else:
         client = redis_client_for(request, request.param)
         yield RedisConversationLocks(client, key_prefix=f"locks-{uuid4().hex[:8]}")
-
-
-async def until(condition: object, bound: float = 5.0) -> None:
-    deadline = time.monotonic() + bound
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.002)
 
 
 async def test_a_second_holder_waits_until_the_first_leaves(locks: ConversationLocks) -> None:

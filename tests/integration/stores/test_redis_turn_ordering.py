@@ -12,7 +12,6 @@ locks' ``waiting`` gauge (polled with a bound), never by sleeping.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from focal.conversation.stores.redis import RedisSessionStore
 from focal.conversation.stores.redis_locks import RedisConversationLocks
 from focal.errors import ConcurrentTurnError
 from tests.api.control_support import GatedLLM, history_of
-from tests.support import new_tenant
+from tests.support import new_tenant, until
 from tests.unit.turn.support import TurnStack
 
 pytestmark = pytest.mark.redis
@@ -84,13 +83,6 @@ def _request(agent: Any, message: str) -> TurnRequest:
         user_channel_id="ann",
         message=message,
     )
-
-
-async def until(condition: Any, bound: float = 10.0) -> None:
-    deadline = time.monotonic() + bound
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
 
 
 async def test_enqueue_makes_the_second_process_wait_and_answer_as_the_next_turn(
