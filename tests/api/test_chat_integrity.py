@@ -27,6 +27,7 @@ from focal.conversation.stores.redis import RedisSessionStore
 from focal.errors import FocalError, InvalidDataError, InvalidResponseError
 from focal.memory.stores.inmemory import InMemoryMemoryStore
 from focal.providers.embedding.hashing import HashingEmbeddingProvider
+from focal.providers.llm.scripted import ScriptedLLMProvider
 from tests.support import TEST_EMBEDDING_DIMENSIONS
 from tests.unit.turn.support import RecordingLLM, StepSpec, TurnStack
 
@@ -125,10 +126,12 @@ async def test_a_refused_turn_changes_no_store_and_the_next_turn_follows_on(
         assert first.turn_number == 1 and first.matched_rules
     before = await stack.stored_state(agent, [user])
 
-    if refusal.answer is not None:
-        stack.llm = RecordingLLM(queued=[refusal.answer])
+    answering, scripted = stack.llm, ScriptedLLMProvider([refusal.answer] if refusal.answer else [])
+    stack.llm = scripted
     with pytest.raises(refusal.error):
         await stack.turn(agent, refusal.message, user=user, engine=refusal.engine(stack))
+    assert scripted.remaining == 0  # an answer to refuse was asked for and given
+    stack.llm = answering
 
     assert await stack.stored_state(agent, [user]) == before
     after = await stack.turn(agent, "refund please", user=user)

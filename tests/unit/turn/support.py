@@ -60,11 +60,9 @@ class RecordingLLM(LLMProvider):
         *,
         answer: str = "An answer from the model.",
         fail_with: ProviderError | None = None,
-        queued: Sequence[str] = (),
     ):
         self.answer = answer
         self.fail_with = fail_with
-        self.queued = list(queued)  # replies given once each, in order, before ``answer``
         self.calls: list[dict[str, Any]] = []
         self.rendezvous = 0
         self._arrived = asyncio.Condition()
@@ -92,7 +90,7 @@ class RecordingLLM(LLMProvider):
         if self.fail_with is not None:
             raise self.fail_with
         return LLMResponse(
-            content=self.queued.pop(0) if self.queued else self.answer,
+            content=self.answer,
             model="recording",
             usage=TokenUsage(prompt_tokens=10, completion_tokens=5, total_tokens=15),
             finish_reason="stop",

@@ -10,6 +10,7 @@ from focal.alignment.models import Scope, TemplateMode
 from focal.alignment.turn import TurnConfig
 from focal.alignment.turn.respond import render_template
 from focal.errors import ProviderUnavailableError, RateLimitError
+from focal.providers.llm.scripted import ScriptedLLMProvider
 from tests.unit.turn.support import RecordingLLM, StepSpec, TurnStack
 
 
@@ -234,7 +235,7 @@ async def test_fallback_attached_to_a_matched_rule_wins_over_the_agent_one(stack
 async def test_an_answer_no_store_can_keep_is_a_provider_failure_a_fallback_covers(
     stack: TurnStack, tenant: UUID, answer: str
 ):
-    stack.llm = RecordingLLM(queued=[answer])
+    stack.llm = ScriptedLLMProvider([answer])
     agent = await stack.agent(tenant)
     fallback = await stack.template(agent, "Sorry, please ask again.", TemplateMode.FALLBACK)
 
