@@ -105,6 +105,7 @@ from focal.providers.embedding.base import EmbeddingProvider
 from focal.providers.llm.base import LLMMessage, LLMProvider, TokenUsage
 from focal.settings import ToolsSettings
 from focal.tools.executor import ToolExecutor
+from focal.tools.memo import ToolMemo
 
 if TYPE_CHECKING:
     from focal.bootstrap import FocalServices
@@ -209,10 +210,15 @@ class TurnEngine:
             await sink(text)
 
         return await self._ordering.run(
-            request, lambda again: self._run_once(again, tracked), may_run_again=lambda: not handed_out
+            request,
+            lambda again, memo: self._run_once(again, memo, tracked),
+            may_run_again=lambda: not handed_out,
         )
 
-    async def _run_once(self, request: TurnRequest, on_delta: DeltaSink | None = None) -> TurnResult:
+    async def _run_once(
+        self, request: TurnRequest, memo: ToolMemo, on_delta: DeltaSink | None = None
+    ) -> TurnResult:
+        """One run of the turn; ``memo``: the tool calls earlier runs of this message made."""
         started = time.perf_counter()
         timer = StepTimer()
         message = request.normalised_message()
@@ -323,7 +329,7 @@ class TurnEngine:
         )
         record_fires(session, matches, turn_number)
 
-        ledger = ToolLedger()
+        ledger = ToolLedger(memo=memo.run())  # an earlier run's call is not made again
         with timer.measure("resolve_variables"):
             await resolve_needed(
                 turn_variables, self._tool_runner, self._config_store, agent, matches, outcome.step, ledger

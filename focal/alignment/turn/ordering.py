@@ -12,7 +12,10 @@ A *conversation* is one channel identity talking to one agent (tenant, agent, ch
   LLM is called once per message. Should the session still change under a turn (an operator's
   write, which takes no lock, or a lease lost by a stalled process), the turn is run again from
   the start, up to ``enqueue_max_attempts`` runs; each run re-reads everything, so nothing of a
-  lost run survives (it wrote nothing).
+  lost run survives (it wrote nothing), except its tool calls: those reached the outside world,
+  so the runs of one message share a ``ToolMemo`` and a later run reuses the outcome of a call
+  an earlier one made (same tool, same arguments) instead of making it again
+  (``focal.tools.memo``): a message creates one return label, however often its turn runs.
 
 Why a lock rather than retrying every loser: retrying alone pays one LLM call per attempt (two
 racing messages cost three calls, n messages O(n²)), answers from a history that is about to be
@@ -31,6 +34,7 @@ from focal.alignment.turn.models import TurnConfig, TurnRequest, TurnResult
 from focal.conversation.locks import ConversationLocks
 from focal.errors import ConcurrentTurnError, ConfigurationError
 from focal.logging import get_logger
+from focal.tools.memo import ToolMemo
 
 __all__ = ["TurnOrdering", "conversation_key"]
 
@@ -54,14 +58,16 @@ class TurnOrdering:
     async def run(
         self,
         request: TurnRequest,
-        run_once: Callable[[TurnRequest], Awaitable[TurnResult]],
+        run_once: Callable[[TurnRequest, ToolMemo], Awaitable[TurnResult]],
         *,
         may_run_again: Callable[[], bool] = lambda: True,
     ) -> TurnResult:
-        """``run_once`` under the policy; ``may_run_again`` says whether a lost run may be run
-        again (not when its answer was already streamed to the client: it would be sent twice)."""
+        """``run_once`` under the policy, with the message's ``ToolMemo`` (one per call of
+        ``run``, shared by its runs); ``may_run_again`` says whether a lost run may be run again
+        (not when its answer was already streamed to the client: it would be sent twice)."""
+        memo = ToolMemo()
         if self._config.concurrency == "reject" or self._locks is None:
-            return await run_once(request)
+            return await run_once(request, memo)
         config = self._config
         async with self._locks.hold(
             request.tenant_id,
@@ -71,7 +77,7 @@ class TurnOrdering:
         ):
             for attempt in range(1, config.enqueue_max_attempts + 1):
                 try:
-                    return await run_once(request)
+                    return await run_once(request, memo)
                 except ConcurrentTurnError as exc:
                     if attempt == config.enqueue_max_attempts or not may_run_again():
                         raise
@@ -79,6 +85,7 @@ class TurnOrdering:
                         "turn run again: the session changed under it",
                         tenant_id=str(request.tenant_id),
                         attempt=attempt,
+                        tool_calls_sent=memo.sent,  # reused by the next run when it asks again
                         error=str(exc),
                     )
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -28,6 +28,13 @@ Calls are side effects on the outside world made *before* the turn is written: a
 fails to persist (a concurrent turn won the session, a store is down) has still made them. The
 ledger is lost with the turn, but every call is logged by the executor (``tool_call``: tool,
 host, status, latency), and the failure of the turn is logged too.
+
+**Runs of one message** (``ToolLedger.memo``). A turn run again for the same message
+(``ordering.py``, ``enqueue``) does not send again a call an earlier run of it made: the same
+tool with the same arguments gets the earlier outcome (``focal.tools.memo``), and its entry says
+``reused: true`` (its latency is that of the call when it was made). A call with other arguments
+is sent. Only the last run's calls are recorded: a call of a lost run that the last run did not
+ask for again is in the executor's log only.
 """
 
 from __future__ import annotations
@@ -47,10 +54,12 @@ from focal.alignment.turn.retrieval import RuleMatch
 from focal.alignment.turn.streaming import HandedOut, joined_segments, stream_response
 from focal.errors import ConfigurationError
 from focal.logging import get_logger
+from focal.models import utc_now
 from focal.providers.llm.base import LLMMessage, LLMProvider, LLMResponse, TokenUsage
 from focal.providers.llm.types import ToolCall, ToolResult, ToolRound, ToolSpec
 from focal.settings import ToolsSettings
 from focal.tools.executor import ToolExecutor
+from focal.tools.memo import MadeCall, MemoRun, ToolMemo
 from focal.tools.models import ToolOutcome, ToolStatus
 from focal.tools.record import capped, storable
 from focal.tools.schema import argument_errors
@@ -76,6 +85,7 @@ class ToolExecution:
     http_status: int | None
     error: str | None
     result: JsonValue
+    reused: bool = False  # made by an earlier run of the same message (focal.tools.memo)
 
     def record(self) -> dict[str, JsonValue]:
         """The entry of ``TurnRecord.tools_executed``."""
@@ -90,6 +100,7 @@ class ToolExecution:
             "http_status": self.http_status,
             "error": self.error,
             "result": self.result,
+            "reused": self.reused,
         }
 
     def event(self) -> dict[str, JsonValue]:
@@ -103,6 +114,7 @@ class ToolExecution:
             "latency_ms": self.latency_ms,
             "http_status": self.http_status,
             "error": self.error,
+            "reused": self.reused,
         }
 
 
@@ -114,6 +126,9 @@ class ToolLedger:
     # The model's rounds of this turn: a regenerated answer (constraints.py) is asked again with
     # them, and no new call, so regenerating never repeats a side effect.
     rounds: list[ToolRound] = field(default_factory=list)
+    # The calls earlier runs of the same message made (ordering.py gives every run of a message
+    # a view of one memo); by default a memo of this turn alone.
+    memo: MemoRun = field(default_factory=lambda: ToolMemo().run())
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self, prefix: str) -> str:
@@ -172,16 +187,19 @@ class ToolRunner:
         source: CallSource,
         round_number: int,
         ledger: ToolLedger,
-    ) -> ToolOutcome:
-        """Validate and run one call; the outcome is recorded in ``ledger`` and returned."""
+    ) -> MadeCall:
+        """Validate and run one call (or reuse an earlier run's: ``ledger.memo``); the outcome is
+        recorded in ``ledger`` and returned."""
         errors = argument_errors(tool.parameters, arguments)
         if errors:
             message = "invalid arguments: " + "; ".join(errors)
-            outcome = ToolOutcome(status="invalid", content=message, error=message)
+            made = MadeCall(ToolOutcome(status="invalid", content=message, error=message), utc_now())
         else:
-            outcome = await self._execute(tool, arguments)
-        self._record(ledger, call_id, tool.name, source, round_number, arguments, outcome)
-        return outcome
+            made = await ledger.memo.call(tool.name, arguments, lambda: self._execute(tool, arguments))
+        self._record(
+            ledger, call_id, tool.name, source, round_number, arguments, made.outcome, reused=made.reused
+        )
+        return made
 
     def refuse(self, ledger: ToolLedger, call: ToolCall, round_number: int, message: str) -> ToolResult:
         """A model's call that is not sent at all (unknown tool, too many calls)."""
@@ -209,6 +227,8 @@ class ToolRunner:
         round_number: int,
         arguments: Any,
         outcome: ToolOutcome,
+        *,
+        reused: bool = False,
     ) -> None:
         cap = self.settings.record_result_bytes
         ledger.calls.append(
@@ -223,6 +243,7 @@ class ToolRunner:
                 http_status=outcome.http_status,
                 error=storable(outcome.error),
                 result=capped(outcome.result, cap),
+                reused=reused,
             )
         )
 
@@ -236,7 +257,8 @@ class ToolRunner:
     ) -> tuple[ToolResult, ...]:
         """Run one round's calls concurrently; one result per call, in the calls' order."""
         limit = self.settings.max_calls_per_round
-        own = [ToolLedger() for _ in calls]  # one per call: the turn's ledger keeps the calls' order
+        # One per call, so the turn's ledger keeps the calls' order; all on the turn's memo.
+        own = [ToolLedger(memo=ledger.memo) for _ in calls]
 
         async def one(index: int, call: ToolCall) -> ToolResult:
             tool = offered.get(call.name)
@@ -245,9 +267,10 @@ class ToolRunner:
             if index >= limit:
                 message = f"more than {limit} calls in one round: this one was not made"
                 return self.refuse(own[index], call, round_number, message)
-            outcome = await self.call(
+            made = await self.call(
                 tool, call.id, call.arguments, source="model", round_number=round_number, ledger=own[index]
             )
+            outcome = made.outcome
             return ToolResult(
                 call_id=call.id, name=call.name, content=outcome.content, is_error=outcome.status != "ok"
             )

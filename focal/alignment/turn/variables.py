@@ -28,6 +28,13 @@ variables (or their defaults) named like its parameters, and it is not called wh
 one is missing. The call is recorded like the model's (``source: "resolver"``); an ``ok`` result
 becomes the value (under the update policy), a failure leaves the value as it was.
 
+A turn run again for the same message (``ordering.py``) re-reads the session, so a resolver the
+lost run called is usually due again: the call is not sent again but reused (``ToolLedger.memo``),
+and the value is set as of the time the call was made, not the time of the re-run, so
+``cache_ttl_seconds`` counts from when the tool answered. One message calls a resolver's tool
+with given arguments once, whatever its ``cache_ttl_seconds``; the TTL decides, for every later
+message, whether the value is fetched again.
+
 **Profile** (``persist_to_profile``): every value a turn sets is also written to the customer's
 profile field of the same name (a new current value, the previous one kept as history), after
 the turn is recorded (``persist.py``). Operators' edits (``PATCH /v1/sessions/{id}/variables``)
@@ -113,12 +120,13 @@ class TurnVariables:
     def __post_init__(self) -> None:
         self.by_name = {v.name: v for v in self.definitions}
 
-    def set(self, name: str, value: Any, source: ChangeSource) -> None:
+    def set(self, name: str, value: Any, source: ChangeSource, *, at: datetime | None = None) -> None:
+        """Set ``name`` under its update policy, as of ``at`` (default: the turn's time)."""
         definition = self.by_name.get(name)
         policy = definition.update_policy if definition else VariableUpdatePolicy.REPLACE
         combined = apply_policy(self.session.variables.get(name), storable(value), policy)
         self.session.variables[name] = combined
-        self.session.variables_set_at[name] = self.now
+        self.session.variables_set_at[name] = at or self.now
         self.changes.append(VariableChange(name, combined, source))
 
     def is_stale(self, variable: Variable) -> bool:
@@ -290,11 +298,13 @@ async def resolve_needed(
         arguments = _arguments(tool.parameters, variables)
         if arguments is None:
             return  # a required argument is still unknown: nothing to ask yet
-        outcome = await runner.call(
+        made = await runner.call(
             tool, ledger.next_id("resolve"), arguments, source="resolver", round_number=0, ledger=ledger
         )
-        if outcome.status == "ok":
-            variables.set(variable.name, outcome.result, "resolver")
+        if made.outcome.status == "ok":
+            # A reused value is as old as the call that fetched it (see the module docstring).
+            at = made.made_at if made.reused else None
+            variables.set(variable.name, made.outcome.result, "resolver", at=at)
 
     await asyncio.gather(*(resolve(v) for v in stale))
 

@@ -24,6 +24,7 @@ from focal.alignment.stores.inmemory import InMemoryConfigStore
 from focal.alignment.turn import TurnConfig, TurnEngine, TurnRequest, TurnResult
 from focal.audit.stores.inmemory import InMemoryAuditStore
 from focal.audit.stores.store import AuditStore
+from focal.conversation.locks import ConversationLocks
 from focal.conversation.models import Channel
 from focal.conversation.stores.inmemory import InMemorySessionStore
 from focal.conversation.stores.store import SessionStore
@@ -135,9 +136,14 @@ class TurnStack:
     tools: ToolsSettings | None = None
 
     def engine(
-        self, config: TurnConfig | None = None, *, embedder: EmbeddingProvider | None = None
+        self,
+        config: TurnConfig | None = None,
+        *,
+        embedder: EmbeddingProvider | None = None,
+        conversation_locks: ConversationLocks | None = None,
     ) -> TurnEngine:
-        """An engine on these stores; ``embedder`` replaces the stack's (e.g. one of another dimension)."""
+        """An engine on these stores; ``embedder`` replaces the stack's (e.g. one of another dimension);
+        ``conversation_locks`` are needed by ``concurrency="enqueue"``."""
         return TurnEngine(
             config_store=self.config_store,
             session_store=self.session_store,
@@ -149,6 +155,7 @@ class TurnStack:
             config=config,
             tool_executor=self.tool_executor,
             tools=self.tools,
+            conversation_locks=conversation_locks,
         )
 
     async def agent(self, tenant_id: UUID, **fields: Any) -> Agent:
