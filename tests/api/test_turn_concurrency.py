@@ -1,7 +1,7 @@
 """``FOCAL_TURN__CONCURRENCY=enqueue`` over HTTP (one process, in-memory locks): the second message
 of a conversation waits for the first and becomes the next turn with the first in its history.
 Waiting is observed through the locks' ``waiting`` gauge, never by sleeping. The same across
-processes on Redis: ``tests/integration/test_turn_enqueue.py``."""
+processes on Redis: ``tests/integration/stores/test_redis_turn_ordering.py``."""
 
 from __future__ import annotations
 
