@@ -2,7 +2,9 @@
 
 ``api`` gives an ``ApiHarness``: ``client`` (httpx.AsyncClient over ASGITransport, no auth),
 ``auth(tenant)`` headers, ``tenant`` (a fresh tenant with its headers in ``headers``) and
-``services`` (to seed or inspect stores directly).
+``services`` (to seed or inspect stores directly). ``backend_api`` gives the same on the
+in-memory stores and on PostgreSQL + Redis (``external_settings``), with the settings overrides
+of ``api_overrides``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from fastapi import FastAPI
 
 from focal.api.app import create_app
 from focal.api.auth import mint_token
-from focal.bootstrap import FocalServices, build_memory_services
+from focal.bootstrap import FocalServices, build_memory_services, open_services
 from focal.demo_shop import DemoShop
 from focal.settings import Settings
 from tests.demo_support import running_demo_shop
@@ -34,6 +36,26 @@ def memory_settings(**overrides: object) -> Settings:
         "auth": {"jwt_secret": JWT_SECRET},
         "embedding": {"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
         "llm": {"provider": "offline"},
+    }
+    values.update(overrides)
+    return Settings.load(**values)
+
+
+def external_settings(
+    database_url: str | None, redis_url: str | None, *, prefix: str | None = None, **overrides: object
+) -> Settings:
+    """Settings on PostgreSQL + Redis (``storage=external``), Redis keys under their own prefix."""
+    values: dict[str, object] = {
+        "storage": "external",
+        "database": {"url": database_url, "pool_min_size": 1, "pool_max_size": 4},
+        "redis": {
+            "url": redis_url,
+            "key_prefix": prefix or f"apitest{uuid4().hex[:8]}",
+            "max_connections": 8,
+        },
+        "embedding": {"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
+        "llm": {"provider": "offline"},
+        "auth": {"jwt_secret": JWT_SECRET},
     }
     values.update(overrides)
     return Settings.load(**values)
@@ -67,6 +89,43 @@ async def define_tool(client: httpx.AsyncClient, headers: dict[str, str], name: 
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+@pytest.fixture
+def api_overrides() -> dict[str, object]:
+    """Settings overrides of ``backend_api``; a module overrides this fixture to change them."""
+    return {}
+
+
+@pytest_asyncio.fixture
+async def memory_api(api_overrides: dict[str, object]) -> AsyncIterator[ApiHarness]:
+    settings = memory_settings(**api_overrides)
+    services = build_memory_services(settings)
+    app = create_app(settings, services=services)
+    tenant_id = uuid4()
+    async with asgi_client(app) as client:
+        yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
+
+
+@pytest_asyncio.fixture
+async def postgres_api(
+    pg_dsn: str, redis_url: str, api_overrides: dict[str, object]
+) -> AsyncIterator[ApiHarness]:
+    settings = external_settings(pg_dsn, redis_url, **api_overrides)
+    async with open_services(settings) as services:
+        app = create_app(settings, services=services)
+        tenant_id = uuid4()  # a fresh tenant: the shared database holds other tests' data
+        async with asgi_client(app) as client:
+            yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
+
+
+@pytest.fixture(
+    params=["memory_api", pytest.param("postgres_api", marks=[pytest.mark.postgres, pytest.mark.redis])]
+)
+def backend_api(request: pytest.FixtureRequest) -> ApiHarness:
+    """An ``ApiHarness`` on the in-memory stores, then on PostgreSQL + Redis."""
+    harness: ApiHarness = request.getfixturevalue(request.param)
+    return harness
 
 
 @pytest_asyncio.fixture

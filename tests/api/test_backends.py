@@ -23,7 +23,7 @@ from focal.db.migrate import upgrade
 from focal.db.pool import create_pool
 from focal.errors import ConfigurationError, SchemaVersionError, StoreConnectionError
 from focal.settings import Settings
-from tests.api.conftest import JWT_SECRET, asgi_client, bearer, memory_settings
+from tests.api.conftest import asgi_client, bearer, external_settings, memory_settings
 from tests.conftest import DatabaseFactory
 from tests.integration.stores.redis_cluster import redis_cluster_nodes
 from tests.support import TEST_EMBEDDING_DIMENSIONS
@@ -31,19 +31,6 @@ from tests.support import TEST_EMBEDDING_DIMENSIONS
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 __all__ = ["redis_cluster_nodes"]  # a session fixture, started only by the test that asks for it
-
-
-def external_settings(
-    database_url: str | None, redis_url: str | None, *, prefix: str | None = None
-) -> Settings:
-    return Settings.load(
-        storage="external",
-        database={"url": database_url, "pool_min_size": 1, "pool_max_size": 4},
-        redis={"url": redis_url, "key_prefix": prefix or f"apitest{uuid4().hex[:8]}", "max_connections": 8},
-        embedding={"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
-        llm={"provider": "offline"},
-        auth={"jwt_secret": JWT_SECRET},
-    )
 
 
 @pytest.fixture

@@ -6,22 +6,17 @@ real loopback tool server that creates a new return label on every request it ge
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-import pytest_asyncio
 
-from focal.api.app import create_app
-from focal.bootstrap import build_memory_services, open_services
 from focal.providers.llm.scripted import ScriptedReply
 from focal.providers.llm.types import ToolCall
-from focal.settings import Settings
-from tests.api.conftest import JWT_SECRET, ApiHarness, asgi_client, bearer, memory_settings
+from tests.api.conftest import ApiHarness
 from tests.api.control_support import GatedLLM
 from tests.api.sse_support import parse_events
-from tests.support import TEST_EMBEDDING_DIMENSIONS
 from tests.tool_server import ToolServer
 from tests.unit.turn.tool_support import API_KEY, activate, http_tool
 
@@ -44,40 +39,9 @@ def shop(label_server: ToolServer) -> ToolServer:
     return label_server
 
 
-@pytest_asyncio.fixture
-async def memory_api() -> AsyncIterator[ApiHarness]:
-    settings = memory_settings(turn=ENQUEUE)
-    services = build_memory_services(settings)
-    app = create_app(settings, services=services)
-    tenant_id = uuid4()
-    async with asgi_client(app) as client:
-        yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
-
-
-@pytest_asyncio.fixture
-async def postgres_api(pg_dsn: str, redis_url: str) -> AsyncIterator[ApiHarness]:
-    settings = Settings.load(
-        storage="external",
-        database={"url": pg_dsn, "pool_min_size": 1, "pool_max_size": 4},
-        redis={"url": redis_url, "key_prefix": f"rerun{uuid4().hex[:8]}", "max_connections": 8},
-        embedding={"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
-        llm={"provider": "offline"},
-        auth={"jwt_secret": JWT_SECRET},
-        turn=ENQUEUE,
-    )
-    async with open_services(settings) as services:
-        app = create_app(settings, services=services)
-        tenant_id = uuid4()  # a fresh tenant: the shared database holds other tests' data
-        async with asgi_client(app) as client:
-            yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
-
-
-@pytest.fixture(
-    params=["memory_api", pytest.param("postgres_api", marks=[pytest.mark.postgres, pytest.mark.redis])]
-)
-def backend_api(request: pytest.FixtureRequest) -> ApiHarness:
-    harness: ApiHarness = request.getfixturevalue(request.param)
-    return harness
+@pytest.fixture
+def api_overrides() -> dict[str, object]:
+    return {"turn": ENQUEUE}
 
 
 async def _returns_agent(api: ApiHarness, shop: ToolServer) -> str:

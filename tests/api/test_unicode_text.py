@@ -8,53 +8,12 @@ request gets a 422 envelope naming the field, and nothing is stored.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import pytest
-import pytest_asyncio
 
-from focal.api.app import create_app
-from focal.bootstrap import build_memory_services, open_services
 from focal.conversation.models import Channel
-from focal.settings import Settings
-from tests.api.conftest import JWT_SECRET, ApiHarness, asgi_client, bearer, memory_settings
-from tests.support import TEST_EMBEDDING_DIMENSIONS
-
-
-@pytest_asyncio.fixture
-async def memory_api() -> AsyncIterator[ApiHarness]:
-    settings = memory_settings()
-    services = build_memory_services(settings)
-    app = create_app(settings, services=services)
-    tenant_id = uuid4()
-    async with asgi_client(app) as client:
-        yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
-
-
-@pytest_asyncio.fixture
-async def postgres_api(pg_dsn: str, redis_url: str) -> AsyncIterator[ApiHarness]:
-    settings = Settings.load(
-        storage="external",
-        database={"url": pg_dsn, "pool_min_size": 1, "pool_max_size": 4},
-        redis={"url": redis_url, "key_prefix": f"text{uuid4().hex[:8]}", "max_connections": 8},
-        embedding={"provider": "hashing", "dimensions": TEST_EMBEDDING_DIMENSIONS},
-        llm={"provider": "offline"},
-        auth={"jwt_secret": JWT_SECRET},
-    )
-    async with open_services(settings) as services:
-        app = create_app(settings, services=services)
-        tenant_id = uuid4()  # a fresh tenant: the shared database holds other tests' data
-        async with asgi_client(app) as client:
-            yield ApiHarness(app, client, services, tenant_id, bearer(tenant_id))
-
-
-@pytest.fixture(
-    params=["memory_api", pytest.param("postgres_api", marks=[pytest.mark.postgres, pytest.mark.redis])]
-)
-def backend_api(request: pytest.FixtureRequest) -> ApiHarness:
-    harness: ApiHarness = request.getfixturevalue(request.param)
-    return harness
+from tests.api.conftest import ApiHarness
 
 
 def _json(raw: str) -> bytes:
