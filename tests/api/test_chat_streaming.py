@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from focal.api.schemas.chat import ChatResponse
+from focal.audit.models import TurnRecord
+from focal.audit.stores.inmemory import InMemoryAuditStore
 from focal.errors import ProviderUnavailableError
 from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
 from focal.providers.llm.types import ToolCall
@@ -368,3 +370,52 @@ async def test_a_stream_cut_off_by_the_client_is_not_replayed_for_its_idempotenc
     assert events[-1].name == "done" and events[-1].data["response"] == "Shipped today."
     turns, _ = await _trail(api)
     assert [t.assistant_response for t in turns] == ["Shipped today."]
+
+
+class _GatedTurnRecords(InMemoryAuditStore):
+    """The in-memory audit store, whose turn-record writes wait for ``release`` (``entered`` is set
+    as one arrives): a test can act while a turn is being written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def save_turn(self, turn: TurnRecord) -> UUID:
+        self.entered.set()
+        await self.release.wait()
+        return await super().save_turn(turn)
+
+
+async def test_a_client_that_leaves_while_the_turn_is_written_gets_it_replayed_for_its_key(
+    api: ApiHarness,
+) -> None:
+    """Once the answer is complete the turn is written whole, even if the client has gone: so its
+    Idempotency-Key must keep that turn. A retry gets the recorded answer, not a second turn (a
+    second LLM call, a second answer in the trail)."""
+    agent_id = await _agent(api)
+    audit = _GatedTurnRecords()
+    api.services.audit_store = audit
+    provider = _scripted(api, ScriptedReply(text="Shipped today.", chunks=["Shipped ", "today."]), "Again.")
+    headers = {**api.headers, "Idempotency-Key": "left-while-writing"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            first = await anext(read_events(response))
+            assert first.name == "delta" and first.data["text"] == "Shipped"
+            await audit.entered.wait()  # the answer is complete and the turn is being written
+        # leaving the block closed the connection before the done event
+        audit.release.set()
+        for _ in range(500):  # the first request holds its key until its turn is written
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+
+    turns = await audit.list_turns_by_tenant(api.tenant_id, limit=100)
+    assert [t.assistant_response for t in turns] == ["Shipped today."]
+    assert len(provider.calls) == 1
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["turn_id"] == str(turns[0].id)
+    assert again.json()["response"] == "Shipped today."
