@@ -16,8 +16,9 @@ With an ``Idempotency-Key``, a retry of a streamed turn gets the ``done`` body a
 ``Idempotent-Replayed: true``; a stream that ended in an ``error`` event is kept under that
 error's status, which a 5xx or 409 is not (so a retry runs again), like any error response.
 
-A client that disconnects while the answer is still coming cancels the turn task: the provider
-stream is closed at once and nothing is written. Once the answer is complete the turn's writes are
+A client that disconnects while the answer is still coming (before its first piece too) cancels
+the turn task: the provider stream is closed at once and nothing is written; the request ends with
+an empty event stream, which no retry replays. Once the answer is complete the turn's writes are
 shielded and finish even if the client is gone (``TurnEngine.run``): a turn is written whole or
 not at all. So a client that leaves during the writes is not the end of the request: it waits for
 the turn to end and keeps its outcome for a retry with the same ``Idempotency-Key``, which gets
@@ -70,14 +71,22 @@ async def stream_turn(
     writing = asyncio.Event()
     turn = asyncio.ensure_future(run(pieces.put, writing.set))
     first_piece = asyncio.ensure_future(pieces.get())
-    waiting: set[asyncio.Future[Any]] = {turn, first_piece}
+    # Until a response exists nothing else notices the client leaving; a buffered answer (hard
+    # constraints), a slow first token or an enqueued message can take long before any text.
+    gone = asyncio.ensure_future(_disconnected(request))
+    waiting: set[asyncio.Future[Any]] = {turn, first_piece, gone}
     try:
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:  # the client went away before the first piece
-        await _cancel(turn, first_piece)
+    except asyncio.CancelledError:
+        await _cancel(turn, first_piece, gone)
         raise
+    await _cancel(gone)  # from here on the StreamingResponse listens for the disconnect
     if not first_piece.done():
         first_piece.cancel()
+        if not turn.done() and not writing.is_set():  # the client left while the answer was made
+            await _cancel(turn)
+            return StreamingResponse(_nothing(), media_type=EVENT_STREAM, headers=_HEADERS)
+        await asyncio.wait({turn})  # ended, or written whole: its outcome is kept for a retry
         return plain(turn.result())  # a failure before any text is raised, and answered like any error
     first = [first_piece.result()]
     return StreamingResponse(
@@ -135,6 +144,18 @@ async def _outcome(
     error = await _error_data(request, turn.exception())
     _keep_for_replay(request, error["status"], {"error": error["error"]})
     return "error", error
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    """The events of a stream whose client left before any: none."""
+    return
+    yield  # an async generator
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the request body was read: only a disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _keep_for_replay(request: Request, status: int, body: dict[str, Any]) -> None:

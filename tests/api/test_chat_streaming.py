@@ -23,6 +23,7 @@ from focal.errors import ProviderUnavailableError
 from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
 from focal.providers.llm.types import ToolCall
 from tests.api.conftest import ApiHarness
+from tests.api.control_support import GatedLLM
 from tests.api.sse_support import deltas, parse_events, read_events
 from tests.loopback import serve_in_this_loop
 from tests.tool_server import ToolServer
@@ -419,3 +420,52 @@ async def test_a_client_that_leaves_while_the_turn_is_written_gets_it_replayed_f
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
     assert again.json()["turn_id"] == str(turns[0].id)
     assert again.json()["response"] == "Shipped today."
+
+
+async def test_a_client_that_leaves_before_the_first_piece_leaves_no_trace(api: ApiHarness) -> None:
+    """A stream checked by a hard constraint sends nothing until the whole answer passed; a client
+    that gives up while it is generated must cancel the turn like one that leaves mid-answer,
+    not get a turn written (and paid for) that nobody receives."""
+    agent_id = await _agent(api)
+    rule = await api.client.post(
+        f"/v1/agents/{agent_id}/rules",
+        json={
+            "name": "no refunds",
+            "condition_text": "refund policy",
+            "action_text": "Never promise a refund.",
+            "is_hard_constraint": True,
+            "forbid_patterns": ["(?i)refund"],
+        },
+        headers=api.headers,
+    )
+    assert rule.status_code == 201
+    llm = GatedLLM(["Your order ships today.", "Your order ships today."])
+    llm.gated = True
+    api.services.llm_provider = llm
+    headers = {**api.headers, "Idempotency-Key": "left-before-text"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def read_all() -> None:
+            async with client.stream("POST", path, json=body, headers=headers) as response:
+                async for _ in response.aiter_bytes():
+                    pass
+
+        reader = asyncio.ensure_future(read_all())
+        await llm.entered.wait()  # the answer is being generated; nothing was sent yet
+        reader.cancel()  # the client gives up: its connection closes
+        await asyncio.gather(reader, return_exceptions=True)
+        llm.gated = False  # the retry's call answers at once; the first one stays held
+        for _ in range(500):  # the key is released once the first turn is cancelled
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+        llm.release.set()
+
+    turns, _ = await _trail(api)
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    done = parse_events(again.text)[-1]
+    assert done.name == "done"
+    assert [t.id for t in turns] == [UUID(done.data["turn_id"])]  # the retry's turn only
