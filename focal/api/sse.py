@@ -41,10 +41,12 @@ from pydantic import BaseModel
 from focal.alignment.turn.models import TurnResult
 from focal.alignment.turn.streaming import DeltaSink
 from focal.api.errors import internal_error_body, log_unhandled_error
+from focal.logging import get_logger
 
 __all__ = ["EVENT_STREAM", "sse_event", "stream_turn", "wants_event_stream"]
 
 EVENT_STREAM = "text/event-stream"
+_log = get_logger("focal.api.sse")
 _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering either
 
 
@@ -84,8 +86,11 @@ async def stream_turn(
     if not first_piece.done():
         first_piece.cancel()
         if not turn.done() and not writing.is_set():  # the client left while the answer was made
+            _log.info("streaming client left before any text", turn="cancelled")
             await _cancel(turn)
             return StreamingResponse(_nothing(), media_type=EVENT_STREAM, headers=_HEADERS)
+        if not turn.done():
+            _log.info("streaming client left before any text", turn="being written")
         await asyncio.wait({turn})  # ended, or written whole: its outcome is kept for a retry
         return plain(turn.result())  # a failure before any text is raised, and answered like any error
     first = [first_piece.result()]

@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from focal.api.schemas.chat import ChatResponse
 from focal.audit.models import TurnRecord
@@ -26,6 +27,7 @@ from tests.api.conftest import ApiHarness
 from tests.api.control_support import GatedLLM
 from tests.api.sse_support import deltas, parse_events, read_events
 from tests.loopback import serve_in_this_loop
+from tests.support import until
 from tests.tool_server import ToolServer
 from tests.unit.turn.tool_support import API_KEY, activate, lookup_order
 
@@ -379,12 +381,14 @@ class _GatedTurnRecords(InMemoryAuditStore):
 
     def __init__(self) -> None:
         super().__init__()
+        self.armed = True  # False: writes pass at once
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
     async def save_turn(self, turn: TurnRecord) -> UUID:
-        self.entered.set()
-        await self.release.wait()
+        if self.armed:
+            self.entered.set()
+            await self.release.wait()
         return await super().save_turn(turn)
 
 
@@ -469,3 +473,50 @@ async def test_a_client_that_leaves_before_the_first_piece_leaves_no_trace(api: 
     done = parse_events(again.text)[-1]
     assert done.name == "done"
     assert [t.id for t in turns] == [UUID(done.data["turn_id"])]  # the retry's turn only
+
+
+async def test_a_manual_session_message_is_recorded_whole_when_its_streaming_client_leaves(
+    api: ApiHarness,
+) -> None:
+    """A MANUAL session's message has no answer to wait for: once it is being written, a client
+    that leaves must not cut the writes in half (a session counting a turn that has no record)."""
+    agent_id = await _agent(api)
+    audit = _GatedTurnRecords()
+    audit.armed = False
+    api.services.audit_store = audit
+    _scripted(api, "Hello.")
+    opened = await api.client.post(f"/v1/agents/{agent_id}/chat", json=MESSAGE, headers=api.headers)
+    session_id = opened.json()["session_id"]
+    manual = await api.client.patch(
+        f"/v1/sessions/{session_id}", json={"mode": "MANUAL"}, headers=api.headers
+    )
+    assert manual.status_code == 200
+    audit.armed = True
+    headers = {**api.headers, "Idempotency-Key": "manual-left"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def read_all() -> None:
+            async with client.stream("POST", path, json=body, headers=headers) as response:
+                await response.aread()
+
+        reader = asyncio.ensure_future(read_all())
+        await audit.entered.wait()  # the session is saved, its turn record is being written
+        with capture_logs() as logs:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await until(lambda: any(log["event"] == "streaming client left before any text" for log in logs))
+        audit.release.set()
+        for _ in range(500):  # the first request holds its key until its turn is written
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+
+    session = await api.services.session_store.get(api.tenant_id, UUID(session_id))
+    assert session is not None
+    turns = await audit.list_turns_by_session(api.tenant_id, UUID(session_id), limit=10)
+    assert [t.turn_number for t in turns] == [1, 2] and session.turn_count == 2
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["turn_id"] == str(turns[1].id)

@@ -268,6 +268,8 @@ class TurnEngine:
         )
         self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
         if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
+            if on_writing is not None:  # nothing to wait for: the message is being recorded
+                on_writing()
             return await record_manual_turn(
                 stores=self._stores,
                 profiles=self._profile_store,
