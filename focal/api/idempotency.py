@@ -12,7 +12,8 @@ is not Unicode (``RequestTextMiddleware``). For a POST carrying the header:
   key. The request's *fingerprint* is a SHA-256 of its query string and its body (JSON bodies in
   canonical form: key order and whitespace do not matter).
 - First use: the key is reserved *in flight* (``FOCAL_IDEMPOTENCY__IN_FLIGHT_SECONDS``) and the
-  request runs. Its response is stored for ``FOCAL_IDEMPOTENCY__TTL_SECONDS`` (24 h) when it is a
+  request runs. Its response is stored (before its last byte is sent, so a client that retries as
+  soon as it has the response gets the replay) for ``FOCAL_IDEMPOTENCY__TTL_SECONDS`` (24 h) when it is a
   final answer: 2xx, and 4xx except 408, 409, 425 and 429 (those say "try again later": a retry
   must run again). A 5xx, a 409 conflict, an unhandled error or a cancelled request stores nothing
   and releases the key, so the client's retry runs the request again. A response over
@@ -251,16 +252,41 @@ class IdempotencyMiddleware:
         handle = IdempotencyHandle(key)
         scope.setdefault("state", {})["idempotency"] = handle
         captured = _Captured(limit=self.settings.max_response_bytes)
+        settled = False
+
+        async def settle() -> None:
+            nonlocal settled
+            await self._settle(store, tenant_id, route, key, token, handle, captured)
+            settled = True  # not before: an interrupted settle is released (or done) below
 
         async def capture(message: Message) -> None:
             captured.record(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Kept (or released) before the client has the whole response: a retry it sends
+                # as soon as it has it gets the replay, not a 409 for a request still "running".
+                await settle()
             await send(message)
 
         try:
             await self.app(scope, _replay_body(body, receive), capture)
         except BaseException:
-            await asyncio.shield(_release(store, tenant_id, route, key, token))
+            if not settled:
+                await asyncio.shield(_release(store, tenant_id, route, key, token))
             raise
+        if not settled:  # a response that never sent its end (a stream cut off by its client)
+            await settle()
+
+    async def _settle(
+        self,
+        store: IdempotencyStore,
+        tenant_id: UUID,
+        route: str,
+        key: str,
+        token: str,
+        handle: IdempotencyHandle,
+        captured: _Captured,
+    ) -> None:
+        """Store the response for replays, or release the key (see the module docstring)."""
         response = handle.kept or captured.response()
         if not is_replayable(response.status) or (
             handle.kept is None and (captured.too_large or captured.streamed)

@@ -15,14 +15,19 @@ from uuid import UUID, uuid4
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from focal.api.schemas.chat import ChatResponse
+from focal.audit.models import TurnRecord
+from focal.audit.stores.inmemory import InMemoryAuditStore
 from focal.errors import ProviderUnavailableError
 from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
 from focal.providers.llm.types import ToolCall
 from tests.api.conftest import ApiHarness
+from tests.api.control_support import GatedLLM
 from tests.api.sse_support import deltas, parse_events, read_events
 from tests.loopback import serve_in_this_loop
+from tests.support import until
 from tests.tool_server import ToolServer
 from tests.unit.turn.tool_support import API_KEY, activate, lookup_order
 
@@ -368,3 +373,150 @@ async def test_a_stream_cut_off_by_the_client_is_not_replayed_for_its_idempotenc
     assert events[-1].name == "done" and events[-1].data["response"] == "Shipped today."
     turns, _ = await _trail(api)
     assert [t.assistant_response for t in turns] == ["Shipped today."]
+
+
+class _GatedTurnRecords(InMemoryAuditStore):
+    """The in-memory audit store, whose turn-record writes wait for ``release`` (``entered`` is set
+    as one arrives): a test can act while a turn is being written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = True  # False: writes pass at once
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def save_turn(self, turn: TurnRecord) -> UUID:
+        if self.armed:
+            self.entered.set()
+            await self.release.wait()
+        return await super().save_turn(turn)
+
+
+async def test_a_client_that_leaves_while_the_turn_is_written_gets_it_replayed_for_its_key(
+    api: ApiHarness,
+) -> None:
+    """Once the answer is complete the turn is written whole, even if the client has gone: so its
+    Idempotency-Key must keep that turn. A retry gets the recorded answer, not a second turn (a
+    second LLM call, a second answer in the trail)."""
+    agent_id = await _agent(api)
+    audit = _GatedTurnRecords()
+    api.services.audit_store = audit
+    provider = _scripted(api, ScriptedReply(text="Shipped today.", chunks=["Shipped ", "today."]), "Again.")
+    headers = {**api.headers, "Idempotency-Key": "left-while-writing"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", path, json=body, headers=headers) as response:
+            first = await anext(read_events(response))
+            assert first.name == "delta" and first.data["text"] == "Shipped"
+            await audit.entered.wait()  # the answer is complete and the turn is being written
+        # leaving the block closed the connection before the done event
+        audit.release.set()
+        for _ in range(500):  # the first request holds its key until its turn is written
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+
+    turns = await audit.list_turns_by_tenant(api.tenant_id, limit=100)
+    assert [t.assistant_response for t in turns] == ["Shipped today."]
+    assert len(provider.calls) == 1
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["turn_id"] == str(turns[0].id)
+    assert again.json()["response"] == "Shipped today."
+
+
+async def test_a_client_that_leaves_before_the_first_piece_leaves_no_trace(api: ApiHarness) -> None:
+    """A stream checked by a hard constraint sends nothing until the whole answer passed; a client
+    that gives up while it is generated must cancel the turn like one that leaves mid-answer,
+    not get a turn written (and paid for) that nobody receives."""
+    agent_id = await _agent(api)
+    rule = await api.client.post(
+        f"/v1/agents/{agent_id}/rules",
+        json={
+            "name": "no refunds",
+            "condition_text": "refund policy",
+            "action_text": "Never promise a refund.",
+            "is_hard_constraint": True,
+            "forbid_patterns": ["(?i)refund"],
+        },
+        headers=api.headers,
+    )
+    assert rule.status_code == 201
+    llm = GatedLLM(["Your order ships today.", "Your order ships today."])
+    llm.gated = True
+    api.services.llm_provider = llm
+    headers = {**api.headers, "Idempotency-Key": "left-before-text"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def read_all() -> None:
+            async with client.stream("POST", path, json=body, headers=headers) as response:
+                async for _ in response.aiter_bytes():
+                    pass
+
+        reader = asyncio.ensure_future(read_all())
+        await llm.entered.wait()  # the answer is being generated; nothing was sent yet
+        reader.cancel()  # the client gives up: its connection closes
+        await asyncio.gather(reader, return_exceptions=True)
+        llm.gated = False  # the retry's call answers at once; the first one stays held
+        for _ in range(500):  # the key is released once the first turn is cancelled
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+        llm.release.set()
+
+    turns, _ = await _trail(api)
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    done = parse_events(again.text)[-1]
+    assert done.name == "done"
+    assert [t.id for t in turns] == [UUID(done.data["turn_id"])]  # the retry's turn only
+
+
+async def test_a_manual_session_message_is_recorded_whole_when_its_streaming_client_leaves(
+    api: ApiHarness,
+) -> None:
+    """A MANUAL session's message has no answer to wait for: once it is being written, a client
+    that leaves must not cut the writes in half (a session counting a turn that has no record)."""
+    agent_id = await _agent(api)
+    audit = _GatedTurnRecords()
+    audit.armed = False
+    api.services.audit_store = audit
+    _scripted(api, "Hello.")
+    opened = await api.client.post(f"/v1/agents/{agent_id}/chat", json=MESSAGE, headers=api.headers)
+    session_id = opened.json()["session_id"]
+    manual = await api.client.patch(
+        f"/v1/sessions/{session_id}", json={"mode": "MANUAL"}, headers=api.headers
+    )
+    assert manual.status_code == 200
+    audit.armed = True
+    headers = {**api.headers, "Idempotency-Key": "manual-left"}
+    path, body = f"/v1/agents/{agent_id}/chat", {**MESSAGE, "stream": True}
+
+    async with serve_in_this_loop(api.app) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def read_all() -> None:
+            async with client.stream("POST", path, json=body, headers=headers) as response:
+                await response.aread()
+
+        reader = asyncio.ensure_future(read_all())
+        await audit.entered.wait()  # the session is saved, its turn record is being written
+        with capture_logs() as logs:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            await until(lambda: any(log["event"] == "streaming client left before any text" for log in logs))
+        audit.release.set()
+        for _ in range(500):  # the first request holds its key until its turn is written
+            again = await client.post(path, json=body, headers=headers)
+            if again.status_code != 409:
+                break
+            await asyncio.sleep(0.01)
+
+    session = await api.services.session_store.get(api.tenant_id, UUID(session_id))
+    assert session is not None
+    turns = await audit.list_turns_by_session(api.tenant_id, UUID(session_id), limit=10)
+    assert [t.turn_number for t in turns] == [1, 2] and session.turn_count == 2
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["turn_id"] == str(turns[1].id)

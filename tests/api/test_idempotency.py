@@ -6,6 +6,8 @@ what is released; keys per tenant and per route. Across two processes on Redis:
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 from uuid import uuid4
 
 from fastapi import Request
@@ -14,6 +16,7 @@ from redis.asyncio import Redis
 
 from focal.api.app import create_app
 from focal.errors import ProviderUnavailableError
+from focal.idempotency.inmemory import InMemoryIdempotencyStore
 from focal.idempotency.redis import RedisIdempotencyStore
 from focal.providers.llm.scripted import ScriptedReply
 from tests.api.conftest import asgi_client, bearer
@@ -214,3 +217,54 @@ async def test_a_streaming_route_keeps_the_body_it_chooses_for_replays(control_a
     )  # fmt: skip
     assert replay.headers["idempotent-replayed"] == "true"
     assert runs == [1]
+
+
+class _OrderedStore(InMemoryIdempotencyStore):
+    """The in-memory key store, noting in ``log`` when a response is stored or a key released."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    async def complete(self, *args: Any, **kwargs: Any) -> bool:
+        self.log.append("stored")
+        return await super().complete(*args, **kwargs)
+
+    async def release(self, *args: Any, **kwargs: Any) -> bool:
+        self.log.append("released")
+        return await super().release(*args, **kwargs)
+
+
+async def test_the_response_is_stored_before_the_client_gets_its_last_byte(control_api: ControlApi) -> None:
+    """A client that has its response and sends the key again at once (a channel's retry racing a
+    slow network) must get the replay, never ``409 idempotency_in_progress``: the key is completed
+    before the end of the response is sent, not after."""
+    api = control_api
+    log: list[str] = []
+    api.services.idempotency_store = _OrderedStore(log)
+    app = create_app(api.services.settings, services=api.services)
+    body = json.dumps({"name": "ordered"}).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in {**api.headers, **KEY}.items()]
+    scope = {
+        "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+        "method": "POST", "scheme": "http", "path": "/v1/agents", "raw_path": b"/v1/agents",
+        "root_path": "", "query_string": b"", "server": ("focal.test", 80), "client": ("127.0.0.1", 1),
+        "headers": [*headers, (b"content-type", b"application/json")], "app": app,
+    }  # fmt: skip
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop()
+        await asyncio.Event().wait()  # the client stays connected
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            log.append(f"status {message['status']}")
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            log.append("last byte sent")
+
+    await app(scope, receive, send)
+
+    assert log == ["status 201", "stored", "last byte sent"]

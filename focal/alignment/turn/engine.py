@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -193,15 +193,25 @@ class TurnEngine:
             event_sink=services.webhooks,
         )
 
-    async def run(self, request: TurnRequest, *, on_delta: DeltaSink | None = None) -> TurnResult:
+    async def run(
+        self,
+        request: TurnRequest,
+        *,
+        on_delta: DeltaSink | None = None,
+        on_writing: Callable[[], None] | None = None,
+    ) -> TurnResult:
         """One turn, under the configured concurrency policy (``ordering.py``).
 
         With ``on_delta`` the answer's text is handed out as it is produced (see ``answer.py``);
         the turn is written only once the answer is complete, and a caller that is cancelled
         before then (a client that went away) leaves nothing behind. A run whose text was handed
-        out is never run again by the ``enqueue`` policy (the client would get it twice)."""
+        out is never run again by the ``enqueue`` policy (the client would get it twice).
+        ``on_writing`` is called as a run's writes begin: from then on cancelling the turn no
+        longer stops it being written, so a caller that wants its outcome waits for it instead."""
         if on_delta is None:
-            return await self._ordering.run(request, self._run_once)
+            return await self._ordering.run(
+                request, lambda again, memo: self._run_once(again, memo, on_writing=on_writing)
+            )
         sink, handed_out = on_delta, False
 
         async def tracked(text: str) -> None:
@@ -211,12 +221,17 @@ class TurnEngine:
 
         return await self._ordering.run(
             request,
-            lambda again, memo: self._run_once(again, memo, tracked),
+            lambda again, memo: self._run_once(again, memo, tracked, on_writing=on_writing),
             may_run_again=lambda: not handed_out,
         )
 
     async def _run_once(
-        self, request: TurnRequest, memo: ToolMemo, on_delta: DeltaSink | None = None
+        self,
+        request: TurnRequest,
+        memo: ToolMemo,
+        on_delta: DeltaSink | None = None,
+        *,
+        on_writing: Callable[[], None] | None = None,
     ) -> TurnResult:
         """One run of the turn; ``memo``: the tool calls earlier runs of this message made."""
         started = time.perf_counter()
@@ -253,6 +268,8 @@ class TurnEngine:
         )
         self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
         if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
+            if on_writing is not None:  # nothing to wait for: the message is being recorded
+                on_writing()
             return await record_manual_turn(
                 stores=self._stores,
                 profiles=self._profile_store,
@@ -402,6 +419,8 @@ class TurnEngine:
         # The answer is complete: the writes run to their end even if the caller goes away now (a
         # streaming client that disconnects), so a turn is written whole or, before this, not at all.
         writing = asyncio.ensure_future(write())
+        if on_writing is not None:
+            on_writing()
         writing.add_done_callback(_observe)  # a failure after a cancel is logged by persist.py
         saved = await asyncio.shield(writing)
 

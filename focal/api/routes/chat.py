@@ -89,7 +89,10 @@ async def chat(
     )
     if body.stream or wants_event_stream(request):
         return await stream_turn(
-            request, lambda on_delta: engine.run(turn, on_delta=on_delta), ChatResponse.from_result, _plain
+            request,
+            lambda on_delta, on_writing: engine.run(turn, on_delta=on_delta, on_writing=on_writing),
+            ChatResponse.from_result,
+            _plain,
         )
     result = await engine.run(turn)
     return _plain(result) if not result.answered else ChatResponse.from_result(result)
