@@ -296,11 +296,20 @@ class IdempotencyMiddleware:
             await _release(store, tenant_id, route, key, token)
             return
         try:
-            await store.complete(
+            stored = await store.complete(
                 tenant_id, route, key, token, response, ttl_seconds=self.settings.ttl_seconds
             )
         except FocalError as exc:  # the response was sent; a retry may run the request again
             _log.error("idempotent response not stored", tenant_id=str(tenant_id), error=str(exc))
+            return
+        if not stored:  # the reservation expired while the request ran: a retry runs it again
+            _log.warning(
+                "idempotency reservation expired before the response was stored; raise "
+                "FOCAL_IDEMPOTENCY__IN_FLIGHT_SECONDS above the longest request",
+                tenant_id=str(tenant_id),
+                route=route,
+                in_flight_seconds=self.settings.in_flight_seconds,
+            )
 
 
 def _tenant(scope: Scope) -> UUID | None:

@@ -13,6 +13,7 @@ from uuid import uuid4
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from focal.api.app import create_app
 from focal.errors import ProviderUnavailableError
@@ -90,6 +91,28 @@ async def test_a_request_still_running_makes_its_duplicate_a_409(control_api: Co
     replay = await api.chat(agent["id"], "slow one", headers=KEY)
     assert (replay.content, replay.headers["idempotent-replayed"]) == (first.content, "true")
     assert len(api.llm.calls) == 1 and await _turn_count(api) == 1
+
+
+async def test_a_reservation_that_expired_while_the_request_ran_is_logged(control_api: ControlApi) -> None:
+    """A request longer than ``in_flight_seconds``: its key was free again before the response
+    could be stored, so a retry will run it again. Nothing to replay, and the operator is told
+    which setting is too short."""
+    api = control_api
+    agent = await api.agent()
+    store = api.services.idempotency_store
+    assert isinstance(store, InMemoryIdempotencyStore)
+    api.llm.gated = True
+    api.llm.enqueue("Slow answer.", "Run again.")
+    running = asyncio.create_task(api.chat(agent["id"], "slow one", headers=KEY))
+    await api.llm.entered.wait()
+    store._entries.clear()  # what the reservation's expiry does while the request runs
+    with capture_logs() as logs:
+        api.llm.release.set()
+        assert (await running).status_code == 200
+    (warning,) = [entry for entry in logs if entry["event"].startswith("idempotency reservation expired")]
+    assert warning["in_flight_seconds"] == 300 and warning["log_level"] == "warning"
+    retry = await api.chat(agent["id"], "slow one", headers=KEY)
+    assert "idempotent-replayed" not in retry.headers and await _turn_count(api) == 2
 
 
 async def test_a_server_error_is_not_stored_so_the_retry_runs(control_api: ControlApi) -> None:
