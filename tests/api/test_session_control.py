@@ -5,6 +5,7 @@ change nothing, and an operator's reply racing a turn."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 from uuid import uuid4
 
@@ -133,6 +134,22 @@ async def test_a_bad_reply_is_refused_and_changes_nothing(
     )
     assert refused.status_code == 422, refused.text
     assert await _state(api, session["session_id"]) == before
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "a\ud800b"])
+async def test_a_reply_that_is_not_text_is_refused_naming_the_field_sent(
+    control_api: ControlApi, text: str
+) -> None:
+    api = control_api
+    session = await _session(api)
+    refused = await api.client.post(
+        f"/v1/sessions/{session['session_id']}/messages",
+        content=json.dumps({"text": text}),
+        headers={**api.headers, "content-type": "application/json"},
+    )
+    assert refused.status_code == 422, refused.text
+    message = refused.json()["error"]["message"]
+    assert "text" in message and "TurnRecord" not in message and "assistant_response" not in message
 
 
 async def test_an_operator_reply_in_auto_mode_is_recorded_and_seen_by_the_next_turn(

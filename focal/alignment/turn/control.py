@@ -52,6 +52,7 @@ from focal.logging import get_logger
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
 from focal.providers.embedding.base import EmbeddingProvider
+from focal.validation import check_text
 
 __all__ = [
     "CLOSED_EVENT",
@@ -110,6 +111,7 @@ class SessionControl:
             raise InvalidDataError("text is empty")
         if len(text) > MAX_MESSAGE_CHARS:
             raise InvalidDataError(f"text is longer than {MAX_MESSAGE_CHARS} characters")
+        check_text(text, "text")  # named as the caller sent it, not as the turn record stores it
         before = await self.get(tenant_id, session_id)
         _refuse_closed(before)
         (embedding,) = await self._embedder.embed_batch([text])
