@@ -1,7 +1,8 @@
 """``HttpToolExecutor``: makes the outbound HTTP call of one tool, safely and within bounds.
 
 - **Arguments** fill the URL template's ``{placeholders}`` (percent-encoded, path and query only);
-  the rest go to the query string (GET, DELETE) or to a JSON body (POST, PUT, PATCH).
+  the rest go to the query string (GET, DELETE) or to a JSON body (POST, PUT, PATCH). A call whose
+  arguments would make a path segment ``.`` or ``..`` is refused (status ``invalid``), not sent.
 - **Hosts**: only hosts on the allow-list are called (``*`` allows any; ``*.example.com`` a domain
   and its subdomains). Redirects are followed only within the tool's own origin (scheme, host and
   port), at most ``max_redirects`` times; a redirect elsewhere is an error, so a tool server cannot
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,7 +107,10 @@ class HttpToolExecutor(ToolExecutor):
         if not host_allowed(spec.host, self._options.allowed_hosts):
             message = f"host {spec.host} is not on the allowed list (FOCAL_TOOLS__ALLOWED_HOSTS)"
             return done(status="error", content=message, error=message)
-        url, rest = expand_url(spec.url_template, arguments)
+        try:
+            url, rest = expand_url(spec.url_template, arguments)
+        except UnsendableCall as exc:  # refused before anything is sent, like a schema error
+            return done(status="invalid", content=str(exc), error=str(exc))
         headers = dict(spec.headers)
         if spec.secret_header and secret:
             headers[spec.secret_header] = secret
@@ -168,6 +173,10 @@ class HttpToolExecutor(ToolExecutor):
         raise _CallRefused(f"more than {self._options.max_redirects} redirects")
 
 
+class UnsendableCall(ValueError):
+    """Arguments that would change where the call goes (a dot segment): refused, never sent."""
+
+
 class _CallRefused(Exception):
     """A call stopped by Focal's own rules (redirect elsewhere, body too large): an error outcome."""
 
@@ -180,9 +189,18 @@ def expand_url(template: str, arguments: dict[str, Any]) -> tuple[str, dict[str,
     """The URL with its placeholders filled (percent-encoded) and the arguments it did not use.
 
     A placeholder without an argument is left empty; the schema's ``required`` list is what makes
-    an argument mandatory."""
+    an argument mandatory. ``UnsendableCall`` when a path segment with a placeholder comes out as
+    ``.`` or ``..``: percent-encoding leaves dots as they are, and the client resolves such a
+    segment, so the call would go to another path of the host (with the tool's secret)."""
     used = url_placeholders(template)
     values = {name: quote(_scalar_text(arguments.get(name, "")), safe="") for name in used}
+    path = re.split(r"[?#]", template, maxsplit=1)[0]
+    for segment in path.split("/")[3:]:  # after "scheme:", "" and the host
+        if "{" in segment and segment.format(**values) in (".", ".."):
+            raise UnsendableCall(
+                f"the arguments make the path segment {segment!r} a dot segment "
+                f"({segment.format(**values)!r}), which would leave the tool's path"
+            )
     url = template.format(**values)
     return url, {k: v for k, v in arguments.items() if k not in used}
 

@@ -284,3 +284,37 @@ def test_argument_errors_name_the_field() -> None:
     assert argument_errors(schema, {"order_id": "nope"})[0].startswith("order_id: ")
     assert argument_errors(schema, {}) == ["(arguments): 'order_id' is a required property"]
     assert argument_errors(schema, "not an object")
+
+
+@pytest.mark.parametrize(
+    ("template", "arguments"),
+    [
+        ("/echo/users/{user_id}/orders", {"user_id": ".."}),
+        ("/echo/users/{user_id}/orders", {"user_id": "."}),
+        ("/echo/users/.{a}/orders", {"a": "."}),
+        ("/echo/users/{a}{b}/orders", {"a": ".", "b": "."}),
+    ],
+)
+async def test_an_argument_cannot_climb_out_of_its_path_segment(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient, template: str, arguments: dict[str, str]
+) -> None:
+    """A placeholder filled with "." or ".." would be a dot segment, which the client resolves: a
+    model (or a customer talking it into it) would reach another path of the tool's host, secret
+    header included. Such a call is refused without being sent."""
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "orders", spec(f"{base}{template}", secret_header="X-Api-Key"), arguments, secret=SECRET
+    )
+    assert outcome.status == "invalid" and "path segment" in (outcome.error or "")
+    assert recorder.requests == []
+
+
+async def test_dots_inside_a_path_argument_are_sent(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "files", spec(f"{base}/echo/files/{{name}}/{{other}}"), {"name": "...", "other": "..a"}
+    )
+    assert outcome.status == "ok"
+    assert [r["path"] for r in recorder.requests] == ["/echo/files/.../..a"]
