@@ -1,8 +1,9 @@
 """``HttpToolExecutor``: makes the outbound HTTP call of one tool, safely and within bounds.
 
 - **Arguments** fill the URL template's ``{placeholders}`` (percent-encoded, path and query only);
-  the rest go to the query string (GET, DELETE) or to a JSON body (POST, PUT, PATCH). A call whose
-  arguments would make a path segment ``.`` or ``..`` is refused (status ``invalid``), not sent.
+  the rest go to the query string (GET, DELETE: after the template's own query) or to a JSON body
+  (POST, PUT, PATCH). A call whose arguments would make a path segment ``.`` or ``..``, or name a
+  query key the template fixes, is refused (status ``invalid``), not sent.
 - **Hosts**: only hosts on the allow-list are called (``*`` allows any; ``*.example.com`` a domain
   and its subdomains). Redirects are followed only within the tool's own origin (scheme, host and
   port), at most ``max_redirects`` times; a redirect elsewhere is an error, so a tool server cannot
@@ -30,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
@@ -118,7 +119,10 @@ class HttpToolExecutor(ToolExecutor):
         if spec.method in _BODY_METHODS:
             request_args["json"] = rest
         else:
-            request_args["params"] = _query_params(rest)
+            try:
+                url = with_query(url, _query_params(rest))
+            except UnsendableCall as exc:
+                return done(status="invalid", content=str(exc), error=str(exc))
         try:
             async with asyncio.timeout(spec.timeout_seconds):
                 status, body, content_type = await self._send(spec, url, request_args)
@@ -174,7 +178,8 @@ class HttpToolExecutor(ToolExecutor):
 
 
 class UnsendableCall(ValueError):
-    """Arguments that would change where the call goes (a dot segment): refused, never sent."""
+    """Arguments that would change where the call goes (a dot segment, a query key the URL
+    fixes): refused, never sent."""
 
 
 class _CallRefused(Exception):
@@ -203,6 +208,21 @@ def expand_url(template: str, arguments: dict[str, Any]) -> tuple[str, dict[str,
             )
     url = template.format(**values)
     return url, {k: v for k, v in arguments.items() if k not in used}
+
+
+def with_query(url: str, params: list[tuple[str, str]]) -> str:
+    """``url`` with ``params`` added after its own query, which is kept as written (httpx's
+    ``params=`` would replace it). ``UnsendableCall`` when a parameter names a key the URL's own
+    query already has: a fixed value of the template is the operator's, not the model's."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    fixed = {key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    clash = sorted(fixed.intersection(name for name, _ in params))
+    if clash:
+        raise UnsendableCall(f"argument(s) {', '.join(clash)} would override the tool URL's own query")
+    extra = urlencode(params, quote_via=quote)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
 def _scalar_text(value: Any) -> str:

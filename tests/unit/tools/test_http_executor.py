@@ -318,3 +318,37 @@ async def test_dots_inside_a_path_argument_are_sent(
     )
     assert outcome.status == "ok"
     assert [r["path"] for r in recorder.requests] == ["/echo/files/.../..a"]
+
+
+async def test_the_url_templates_own_query_is_sent_with_the_other_arguments(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    """httpx replaces a URL's query string when given ``params``: the template's query (fixed
+    values and placeholders) must still reach the tool, before the other arguments."""
+    base, recorder = shop
+    template = f"{base}/echo/search?format=json&q={{q}}"
+    for arguments, expected in [
+        ({"q": "kettle"}, [("format", "json"), ("q", "kettle")]),
+        (
+            {"q": "a&b", "page": 2, "tags": ["x", "y"]},
+            [("format", "json"), ("q", "a&b"), ("page", "2"), ("tags", "x"), ("tags", "y")],
+        ),
+    ]:
+        recorder.requests.clear()
+        outcome = await HttpToolExecutor(client).execute("search", spec(template), arguments)
+        assert outcome.status == "ok"
+        (seen,) = recorder.requests
+        assert seen["query"] == expected
+
+
+async def test_an_argument_cannot_override_the_templates_fixed_query(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    """The operator fixed ``customer=42`` in the URL; a model inventing a ``customer`` argument
+    (the schema does not forbid extra properties) must not send a second value servers may read."""
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "orders", spec(f"{base}/echo/orders?customer=42"), {"customer": "43"}
+    )
+    assert outcome.status == "invalid" and "customer" in (outcome.error or "")
+    assert recorder.requests == []
