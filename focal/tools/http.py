@@ -9,8 +9,9 @@
   port), at most ``max_redirects`` times; a redirect elsewhere is an error, so a tool server cannot
   bounce the tenant's secret to another host.
 - **Secret**: the definition's secret header is added to this tool's requests only, and any echo
-  of the secret in a response or error is replaced by ``[redacted]``. Log lines carry the tool
-  name, host, status and latency, never headers, arguments or bodies.
+  of the secret in a response or error, as sent or JSON-escaped (``\\"``, ``\\\\``, ``\\/``),
+  is replaced by ``[redacted]``. Log lines carry the tool name, host, status and latency, never
+  headers, arguments or bodies.
 - **Results**: a JSON body is decoded into ``result`` made storable (``focal.tools.record``:
   no NaN, NUL or lone surrogates, nesting bounded); ``content`` keeps the text the model reads.
 - **Bounds**: the whole call (redirects included) must finish within the tool's
@@ -34,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
+from pydantic import JsonValue
 
 from focal.logging import get_logger
 from focal.tools.executor import ToolExecutor
@@ -274,9 +276,31 @@ def _decode(body: bytes, content_type: str) -> Any:
 
 
 def _redact(outcome: ToolOutcome, secret: str) -> ToolOutcome:
-    """The outcome with every occurrence of the secret replaced."""
-    encoded = outcome.model_dump_json()
-    escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # the secret as it appears inside JSON text
-    if escaped not in encoded:
-        return outcome
-    return ToolOutcome.model_validate_json(encoded.replace(escaped, _REDACTED))
+    """The outcome with every occurrence of the secret in what the server sent (``content``,
+    ``error``, the strings and keys of ``result``) replaced. The outcome's own fields are left
+    alone: a short secret ("ok", "1") must not garble its status or numbers."""
+    escaped = json.dumps(secret)[1:-1]  # the secret inside a JSON string...
+    # ...also as encoders that escape "/" write it (PHP's json_encode; base64 keys hold "/")
+    forms = sorted({secret, escaped, escaped.replace("/", "\\/")}, key=len, reverse=True)
+
+    def text(value: str) -> str:
+        for form in forms:
+            value = value.replace(form, _REDACTED)
+        return value
+
+    def scrubbed(value: JsonValue) -> JsonValue:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [scrubbed(item) for item in value]
+        if isinstance(value, dict):
+            return {text(key): scrubbed(item) for key, item in value.items()}
+        return value
+
+    return outcome.model_copy(
+        update={
+            "content": text(outcome.content),
+            "error": None if outcome.error is None else text(outcome.error),
+            "result": scrubbed(outcome.result),
+        }
+    )
