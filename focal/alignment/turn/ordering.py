@@ -9,8 +9,9 @@ A *conversation* is one channel identity talking to one agent (tenant, agent, ch
   every process), waiting up to ``enqueue_wait_seconds`` (then ``ConversationBusyError``, 409),
   and holds it until its writes are done. The next message then reads the session and the
   history the first one left: it becomes the next turn, with the first in its history, and the
-  LLM is called once per message unless it runs again. Should the session still change under a turn (an operator's
-  write, which takes no lock, or a lease lost by a stalled process), the turn is run again from
+  LLM is called once per message unless it runs again. Should the session still change under a
+  turn (an operator's write, which takes no lock, or a lease lost by a stalled process), the turn
+  is run again from
   the start, up to ``enqueue_max_attempts`` runs; each run re-reads everything, so nothing of a
   lost run survives (it wrote nothing), except its tool calls: those reached the outside world,
   so the runs of one message share a ``ToolMemo`` and a later run reuses the outcome of a call
