@@ -1,14 +1,17 @@
 """``HttpToolExecutor``: makes the outbound HTTP call of one tool, safely and within bounds.
 
 - **Arguments** fill the URL template's ``{placeholders}`` (percent-encoded, path and query only);
-  the rest go to the query string (GET, DELETE) or to a JSON body (POST, PUT, PATCH).
+  the rest go to the query string (GET, DELETE: after the template's own query) or to a JSON body
+  (POST, PUT, PATCH). A call whose arguments would make a path segment ``.`` or ``..``, or name a
+  query key the template fixes, is refused (status ``invalid``), not sent.
 - **Hosts**: only hosts on the allow-list are called (``*`` allows any; ``*.example.com`` a domain
   and its subdomains). Redirects are followed only within the tool's own origin (scheme, host and
   port), at most ``max_redirects`` times; a redirect elsewhere is an error, so a tool server cannot
   bounce the tenant's secret to another host.
 - **Secret**: the definition's secret header is added to this tool's requests only, and any echo
-  of the secret in a response or error is replaced by ``[redacted]``. Log lines carry the tool
-  name, host, status and latency, never headers, arguments or bodies.
+  of the secret in a response or error, as sent or JSON-escaped (``\\"``, ``\\\\``, ``\\/``),
+  is replaced by ``[redacted]``. Log lines carry the tool name, host, status and latency, never
+  headers, arguments or bodies.
 - **Results**: a JSON body is decoded into ``result`` made storable (``focal.tools.record``:
   no NaN, NUL or lone surrogates, nesting bounded); ``content`` keeps the text the model reads.
 - **Bounds**: the whole call (redirects included) must finish within the tool's
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
+from pydantic import JsonValue
 
 from focal.logging import get_logger
 from focal.tools.executor import ToolExecutor
@@ -105,7 +110,10 @@ class HttpToolExecutor(ToolExecutor):
         if not host_allowed(spec.host, self._options.allowed_hosts):
             message = f"host {spec.host} is not on the allowed list (FOCAL_TOOLS__ALLOWED_HOSTS)"
             return done(status="error", content=message, error=message)
-        url, rest = expand_url(spec.url_template, arguments)
+        try:
+            url, rest = expand_url(spec.url_template, arguments)
+        except UnsendableCall as exc:  # refused before anything is sent, like a schema error
+            return done(status="invalid", content=str(exc), error=str(exc))
         headers = dict(spec.headers)
         if spec.secret_header and secret:
             headers[spec.secret_header] = secret
@@ -113,7 +121,10 @@ class HttpToolExecutor(ToolExecutor):
         if spec.method in _BODY_METHODS:
             request_args["json"] = rest
         else:
-            request_args["params"] = _query_params(rest)
+            try:
+                url = with_query(url, _query_params(rest))
+            except UnsendableCall as exc:
+                return done(status="invalid", content=str(exc), error=str(exc))
         try:
             async with asyncio.timeout(spec.timeout_seconds):
                 status, body, content_type = await self._send(spec, url, request_args)
@@ -168,6 +179,11 @@ class HttpToolExecutor(ToolExecutor):
         raise _CallRefused(f"more than {self._options.max_redirects} redirects")
 
 
+class UnsendableCall(ValueError):
+    """Arguments that would change where the call goes (a dot segment, a query key the URL
+    fixes): refused, never sent."""
+
+
 class _CallRefused(Exception):
     """A call stopped by Focal's own rules (redirect elsewhere, body too large): an error outcome."""
 
@@ -180,11 +196,35 @@ def expand_url(template: str, arguments: dict[str, Any]) -> tuple[str, dict[str,
     """The URL with its placeholders filled (percent-encoded) and the arguments it did not use.
 
     A placeholder without an argument is left empty; the schema's ``required`` list is what makes
-    an argument mandatory."""
+    an argument mandatory. ``UnsendableCall`` when a path segment with a placeholder comes out as
+    ``.`` or ``..``: percent-encoding leaves dots as they are, and the client resolves such a
+    segment, so the call would go to another path of the host (with the tool's secret)."""
     used = url_placeholders(template)
     values = {name: quote(_scalar_text(arguments.get(name, "")), safe="") for name in used}
+    path = re.split(r"[?#]", template, maxsplit=1)[0]
+    for segment in path.split("/")[3:]:  # after "scheme:", "" and the host
+        if "{" in segment and segment.format(**values) in (".", ".."):
+            raise UnsendableCall(
+                f"the arguments make the path segment {segment!r} a dot segment "
+                f"({segment.format(**values)!r}), which would leave the tool's path"
+            )
     url = template.format(**values)
     return url, {k: v for k, v in arguments.items() if k not in used}
+
+
+def with_query(url: str, params: list[tuple[str, str]]) -> str:
+    """``url`` with ``params`` added after its own query, which is kept as written (httpx's
+    ``params=`` would replace it). ``UnsendableCall`` when a parameter names a key the URL's own
+    query already has: a fixed value of the template is the operator's, not the model's."""
+    if not params:
+        return url
+    parts = urlsplit(url)
+    fixed = {key for key, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    clash = sorted(fixed.intersection(name for name, _ in params))
+    if clash:
+        raise UnsendableCall(f"argument(s) {', '.join(clash)} would override the tool URL's own query")
+    extra = urlencode(params, quote_via=quote)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{extra}" if parts.query else extra))
 
 
 def _scalar_text(value: Any) -> str:
@@ -236,9 +276,31 @@ def _decode(body: bytes, content_type: str) -> Any:
 
 
 def _redact(outcome: ToolOutcome, secret: str) -> ToolOutcome:
-    """The outcome with every occurrence of the secret replaced."""
-    encoded = outcome.model_dump_json()
-    escaped = json.dumps(secret, ensure_ascii=False)[1:-1]  # the secret as it appears inside JSON text
-    if escaped not in encoded:
-        return outcome
-    return ToolOutcome.model_validate_json(encoded.replace(escaped, _REDACTED))
+    """The outcome with every occurrence of the secret in what the server sent (``content``,
+    ``error``, the strings and keys of ``result``) replaced. The outcome's own fields are left
+    alone: a short secret ("ok", "1") must not garble its status or numbers."""
+    escaped = json.dumps(secret)[1:-1]  # the secret inside a JSON string...
+    # ...also as encoders that escape "/" write it (PHP's json_encode; base64 keys hold "/")
+    forms = sorted({secret, escaped, escaped.replace("/", "\\/")}, key=len, reverse=True)
+
+    def text(value: str) -> str:
+        for form in forms:
+            value = value.replace(form, _REDACTED)
+        return value
+
+    def scrubbed(value: JsonValue) -> JsonValue:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [scrubbed(item) for item in value]
+        if isinstance(value, dict):
+            return {text(key): scrubbed(item) for key, item in value.items()}
+        return value
+
+    return outcome.model_copy(
+        update={
+            "content": text(outcome.content),
+            "error": None if outcome.error is None else text(outcome.error),
+            "result": scrubbed(outcome.result),
+        }
+    )

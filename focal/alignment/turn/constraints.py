@@ -18,7 +18,7 @@ What is checked. Each candidate answer, in order:
   (when ``constraint_judge`` is on): ONE ``generate_structured`` call with all of them
   (``JudgeVerdict``). The judge fails closed: a constraint it gives no verdict for, or a judge
   call that fails, counts as a violation (and is not regenerated: asking again cannot help while
-  the answer cannot be judged).
+  the answer cannot be judged); so does a constraint it says both violated and kept.
 
 On a violation (``ConstraintEnforcer``, ``regenerate_until_compliant``, ``last_resort``):
 
@@ -229,7 +229,11 @@ class ConstraintEnforcer:
             reason = f"the judge could not be asked ({type(exc).__name__}), so the answer is not used"
             return [Violation(rule, [reason], unjudgeable=True) for rule in judged]
         self.extra_usage += TokenCounts(**response.usage.model_dump())
-        by_number = {entry.number: entry for entry in verdict.verdicts}
+        # Fail closed on a judge that answers twice for one constraint: a "violated" verdict wins.
+        by_number: dict[int, ConstraintVerdict] = {}
+        for given in verdict.verdicts:
+            if given.number not in by_number or (given.violated and not by_number[given.number].violated):
+                by_number[given.number] = given
         found: list[Violation] = []
         for number, rule in enumerate(judged, 1):
             entry = by_number.get(number)

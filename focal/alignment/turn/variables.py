@@ -226,8 +226,11 @@ class StepCapture:
         return missing
 
     async def _ask_model(self, wanted: Sequence[Variable]) -> dict[str, str]:
+        # Python names of their own, the variable names as aliases: a variable may be named "_ref"
+        # or "model_config", which pydantic refuses (or shadows) as a field name.
         fields: dict[str, Any] = {
-            v.name: (str | None, Field(default=None, description=v.description or v.name)) for v in wanted
+            f"field_{i}": (str | None, Field(default=None, alias=v.name, description=v.description or v.name))
+            for i, v in enumerate(wanted)
         }
         schema: type[BaseModel] = create_model("CollectedFields", **fields)
         listing = "\n".join(f"- {v.name}: {v.description or v.name}" for v in wanted)
@@ -242,8 +245,8 @@ class StepCapture:
             return {}
         self._variables.usage += response.usage
         found: dict[str, str] = {}
-        for variable in wanted:
-            value = getattr(parsed, variable.name, None)
+        for i, variable in enumerate(wanted):
+            value = getattr(parsed, f"field_{i}", None)
             if not isinstance(value, str) or not value.strip():
                 continue
             if variable.extraction_pattern:

@@ -7,6 +7,7 @@ be checked across origins. Both record every request they receive.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -57,6 +58,11 @@ class Recorder:
         async def echo_secret(request: Request) -> Response:
             return PlainTextResponse(f"you sent {request.headers.get('x-api-key')}", status_code=403)
 
+        async def echo_secret_json(request: Request) -> Response:
+            # as PHP's json_encode writes it: "/" escaped as "\/", quotes and backslashes escaped
+            text = json.dumps({"you_sent": request.headers.get("x-api-key")}).replace("/", "\\/")
+            return Response(text, media_type="application/json")
+
         async def status(request: Request) -> Response:
             return JSONResponse({"error": "not found"}, status_code=int(request.path_params["code"]))
 
@@ -72,6 +78,7 @@ class Recorder:
                 Route("/slow", slow),
                 Route("/big", big),
                 Route("/echo-secret", echo_secret),
+                Route("/echo-secret-json", echo_secret_json),
                 Route("/status/{code:int}", status),
                 Route("/redirect/same", same_host),
                 Route("/redirect/other", other_host),
@@ -284,3 +291,102 @@ def test_argument_errors_name_the_field() -> None:
     assert argument_errors(schema, {"order_id": "nope"})[0].startswith("order_id: ")
     assert argument_errors(schema, {}) == ["(arguments): 'order_id' is a required property"]
     assert argument_errors(schema, "not an object")
+
+
+@pytest.mark.parametrize(
+    ("template", "arguments"),
+    [
+        ("/echo/users/{user_id}/orders", {"user_id": ".."}),
+        ("/echo/users/{user_id}/orders", {"user_id": "."}),
+        ("/echo/users/.{a}/orders", {"a": "."}),
+        ("/echo/users/{a}{b}/orders", {"a": ".", "b": "."}),
+    ],
+)
+async def test_an_argument_cannot_climb_out_of_its_path_segment(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient, template: str, arguments: dict[str, str]
+) -> None:
+    """A placeholder filled with "." or ".." would be a dot segment, which the client resolves: a
+    model (or a customer talking it into it) would reach another path of the tool's host, secret
+    header included. Such a call is refused without being sent."""
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "orders", spec(f"{base}{template}", secret_header="X-Api-Key"), arguments, secret=SECRET
+    )
+    assert outcome.status == "invalid" and "path segment" in (outcome.error or "")
+    assert recorder.requests == []
+
+
+async def test_dots_inside_a_path_argument_are_sent(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "files", spec(f"{base}/echo/files/{{name}}/{{other}}"), {"name": "...", "other": "..a"}
+    )
+    assert outcome.status == "ok"
+    assert [r["path"] for r in recorder.requests] == ["/echo/files/.../..a"]
+
+
+async def test_the_url_templates_own_query_is_sent_with_the_other_arguments(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    """httpx replaces a URL's query string when given ``params``: the template's query (fixed
+    values and placeholders) must still reach the tool, before the other arguments."""
+    base, recorder = shop
+    template = f"{base}/echo/search?format=json&q={{q}}"
+    for arguments, expected in [
+        ({"q": "kettle"}, [("format", "json"), ("q", "kettle")]),
+        (
+            {"q": "a&b", "page": 2, "tags": ["x", "y"]},
+            [("format", "json"), ("q", "a&b"), ("page", "2"), ("tags", "x"), ("tags", "y")],
+        ),
+    ]:
+        recorder.requests.clear()
+        outcome = await HttpToolExecutor(client).execute("search", spec(template), arguments)
+        assert outcome.status == "ok"
+        (seen,) = recorder.requests
+        assert seen["query"] == expected
+
+
+async def test_an_argument_cannot_override_the_templates_fixed_query(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient
+) -> None:
+    """The operator fixed ``customer=42`` in the URL; a model inventing a ``customer`` argument
+    (the schema does not forbid extra properties) must not send a second value servers may read."""
+    base, recorder = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "orders", spec(f"{base}/echo/orders?customer=42"), {"customer": "43"}
+    )
+    assert outcome.status == "invalid" and "customer" in (outcome.error or "")
+    assert recorder.requests == []
+
+
+@pytest.mark.parametrize("secret", ['k3y/with"quote\\and/slash==', "abc/def+ghi=="])
+async def test_a_secret_echoed_in_json_escapes_is_redacted_in_what_the_model_reads(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient, secret: str
+) -> None:
+    """The model reads ``content``, the body as the server wrote it: the secret may be there
+    JSON-escaped (``\\"``, ``\\\\``, and ``\\/`` as PHP writes a base64 key's slashes)."""
+    base, _ = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "leaky", spec(f"{base}/echo-secret-json", secret_header="X-Api-Key"), {}, secret=secret
+    )
+    assert outcome.status == "ok" and outcome.result == {"you_sent": "[redacted]"}
+    escaped = json.dumps(secret)[1:-1]
+    for form in (secret, escaped, escaped.replace("/", "\\/")):
+        assert form not in outcome.content
+    assert "[redacted]" in outcome.content
+
+
+@pytest.mark.parametrize("secret", ["ok", "1", "null", "status", "json"])
+async def test_a_short_secret_does_not_break_the_outcome(
+    shop: tuple[str, Recorder], client: httpx.AsyncClient, secret: str
+) -> None:
+    """Redaction replaces the secret in the values the server sent, never in the outcome's own
+    field names, statuses or numbers (a secret "ok" or "1" used to make the call fail)."""
+    base, _ = shop
+    outcome = await HttpToolExecutor(client).execute(
+        "leaky", spec(f"{base}/echo-secret-json", secret_header="X-Api-Key"), {}, secret=secret
+    )
+    assert outcome.status == "ok" and outcome.http_status == 200
+    assert outcome.result == {"you_sent": "[redacted]"}

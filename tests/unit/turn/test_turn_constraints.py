@@ -277,6 +277,30 @@ async def test_an_answer_the_judge_cannot_judge_is_not_sent(
     assert "judge" in failure.reasons[0]
 
 
+async def test_a_judge_that_answers_both_ways_for_one_constraint_fails_closed(
+    stack: TurnStack, llm: ScriptedLLMProvider, tenant: UUID
+) -> None:
+    """Two verdicts for one number, "violated" then "kept": the answer is not sent (the last
+    verdict used to win, so the order of the judge's list decided)."""
+    agent = await stack.agent(tenant)
+    await no_refund_promises(stack, agent, forbid_patterns=[], judge_instructions="No money promises.")
+    fallback = await stack.template(agent, "A colleague will call you.", TemplateMode.FALLBACK)
+    both_ways = {
+        "verdicts": [
+            {"number": 1, "violated": True, "explanation": "promises money"},
+            {"number": 1, "violated": False, "explanation": "fine"},
+        ]
+    }
+    llm.enqueue("We'll send the money right back.", ScriptedReply(structured=both_ways))
+    llm.enqueue("We'll send the money right back.", ScriptedReply(structured=both_ways))
+
+    result = await stack.turn(agent, "My blender broke")
+
+    assert result.template_id == fallback.id
+    record, _ = await record_and_events(stack, tenant, result)
+    assert record.constraints_failed and "promises money" in record.constraints_failed[0].reasons[0]
+
+
 async def test_judge_setting_off_checks_patterns_only(
     stack: TurnStack, llm: ScriptedLLMProvider, tenant: UUID
 ) -> None:

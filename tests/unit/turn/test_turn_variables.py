@@ -45,7 +45,9 @@ async def _variable(stack: TurnStack, agent: Agent, name: str, **fields: Any) ->
     return variable
 
 
-async def _returns_scenario(stack: TurnStack, agent: Agent, **ask_fields: Any) -> Scenario:
+async def _returns_scenario(
+    stack: TurnStack, agent: Agent, collects: tuple[str, ...] = ("order_number",), **ask_fields: Any
+) -> Scenario:
     """ask (collects order_number) --"order number given"--> reason --"reason given"--> done."""
     ask, reason, done = uuid4(), uuid4(), uuid4()
     embed = stack.embedder.embed
@@ -58,7 +60,7 @@ async def _returns_scenario(stack: TurnStack, agent: Agent, **ask_fields: Any) -
         ScenarioStep(
             id=ask,
             name="ask",
-            collects_fields=["order_number"],
+            collects_fields=list(collects),
             template_ids=[asked.id],
             transitions=[
                 StepTransition(
@@ -161,6 +163,26 @@ async def test_extraction_by_structured_output(vstack: TurnStack, model: Scripte
     other = await vstack.turn(agent, "I want to return an item", user="bob")
     gated = await vstack.turn(agent, "my order number is lost", user="bob", session_id=other.session_id)
     assert gated.scenario is not None and gated.scenario.step_name == "ask"
+
+
+async def test_structured_extraction_takes_any_variable_name(
+    vstack: TurnStack, model: ScriptedLLMProvider
+) -> None:
+    """Variable names may start with "_" or be a pydantic model's own names ("model_config",
+    "json"): the extraction request's schema must still carry them, not crash the turn."""
+    agent = await vstack.agent(new_tenant())
+    names = ("_ref", "model_config", "json", "model_dump")
+    for name in names:
+        await _variable(vstack, agent, name, extract_with_llm=True)
+    await _returns_scenario(vstack, agent, collects=names)
+    entered = await vstack.turn(agent, "I want to return an item")
+    model.enqueue(ScriptedReply(structured={name: f"value of {name}" for name in names}))
+    moved = await vstack.turn(agent, "my order number is the one I gave", session_id=entered.session_id)
+    (asked,) = model.calls
+    assert asked.operation == "generate_structured" and all(name in asked.prompt for name in names)
+    assert moved.scenario is not None and moved.scenario.step_name == "reason"
+    session = await _session(vstack, agent, entered.session_id)
+    assert session.variables == {name: f"value of {name}" for name in names}
 
 
 @pytest.mark.parametrize(
