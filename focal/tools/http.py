@@ -2,8 +2,8 @@
 
 - **Arguments** fill the URL template's ``{placeholders}`` (percent-encoded, path and query only);
   the rest go to the query string (GET, DELETE: after the template's own query) or to a JSON body
-  (POST, PUT, PATCH). A call whose arguments would make a path segment ``.`` or ``..``, or name a
-  query key the template fixes, is refused (status ``invalid``), not sent.
+  (POST, PUT, PATCH). A call whose arguments would make a path segment empty, ``.`` or ``..``, or
+  name a query key the template fixes, is refused (status ``invalid``), not sent.
 - **Hosts**: only hosts on the allow-list are called (``*`` allows any; ``*.example.com`` a domain
   and its subdomains). Redirects are followed only within the tool's own origin (scheme, host and
   port), at most ``max_redirects`` times; a redirect elsewhere is an error, so a tool server cannot
@@ -197,16 +197,18 @@ def expand_url(template: str, arguments: dict[str, Any]) -> tuple[str, dict[str,
 
     A placeholder without an argument is left empty; the schema's ``required`` list is what makes
     an argument mandatory. ``UnsendableCall`` when a path segment with a placeholder comes out as
-    ``.`` or ``..``: percent-encoding leaves dots as they are, and the client resolves such a
-    segment, so the call would go to another path of the host (with the tool's secret)."""
+    ``.`` or ``..`` (percent-encoding leaves dots as they are, and the client resolves such a
+    segment) or empty (``/orders/{n}`` would call ``/orders/``, often the list of every order): the
+    call would go to another path of the host, with the tool's secret."""
     used = url_placeholders(template)
     values = {name: quote(_scalar_text(arguments.get(name, "")), safe="") for name in used}
     path = re.split(r"[?#]", template, maxsplit=1)[0]
     for segment in path.split("/")[3:]:  # after "scheme:", "" and the host
-        if "{" in segment and segment.format(**values) in (".", ".."):
+        if "{" in segment and segment.format(**values) in ("", ".", ".."):
             raise UnsendableCall(
-                f"the arguments make the path segment {segment!r} a dot segment "
-                f"({segment.format(**values)!r}), which would leave the tool's path"
+                f"the arguments make the path segment {segment!r} "
+                f"{repr(segment.format(**values)) if segment.format(**values) else 'empty'}, "
+                "which would leave the tool's path"
             )
     url = template.format(**values)
     return url, {k: v for k, v in arguments.items() if k not in used}

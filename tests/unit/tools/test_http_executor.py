@@ -300,14 +300,17 @@ def test_argument_errors_name_the_field() -> None:
         ("/echo/users/{user_id}/orders", {"user_id": "."}),
         ("/echo/users/.{a}/orders", {"a": "."}),
         ("/echo/users/{a}{b}/orders", {"a": ".", "b": "."}),
+        ("/echo/users/{user_id}/orders", {"user_id": ""}),
+        ("/echo/users/{user_id}", {}),
     ],
 )
 async def test_an_argument_cannot_climb_out_of_its_path_segment(
     shop: tuple[str, Recorder], client: httpx.AsyncClient, template: str, arguments: dict[str, str]
 ) -> None:
-    """A placeholder filled with "." or ".." would be a dot segment, which the client resolves: a
-    model (or a customer talking it into it) would reach another path of the tool's host, secret
-    header included. Such a call is refused without being sent."""
+    """A placeholder filled with "." or ".." would be a dot segment, which the client resolves, and
+    an empty one would call the path above (``/users/`` for ``/users/{id}``, often a list): a model
+    (or a customer talking it into it) would reach another path of the tool's host, secret header
+    included. Such a call is refused without being sent."""
     base, recorder = shop
     outcome = await HttpToolExecutor(client).execute(
         "orders", spec(f"{base}{template}", secret_header="X-Api-Key"), arguments, secret=SECRET
