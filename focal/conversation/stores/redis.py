@@ -85,6 +85,7 @@ _log = get_logger("focal.conversation.stores.redis")
 RedisClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.RedisCluster"
 
 TOMBSTONE_MS = 60_000  # how long a delete's re-send can still learn what it deleted
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def _positive_finite(name: str, value: object) -> float:
@@ -201,7 +202,7 @@ class RedisSessionStore(SessionStore):
             raise InvalidDataError(
                 f"session {stored.session_id} is {size} bytes, over the {self._max_session_bytes}-byte limit"
             )
-        age_ms = (now - stored.created_at) // timedelta(milliseconds=1)
+        age_ms = (now - stored.created_at) // _MILLISECOND
         persist_ttl_ms = min(self._max_age_ms, self._max_age_ms - age_ms)
         if expected == 0 and persist_ttl_ms <= 0:
             raise InvalidDataError(

@@ -106,16 +106,19 @@ class SessionKeys:
         (channel, step if the session is at a step), the tenant's registry, the tenant's clock;
         and how many are scored by last activity. ``tenant`` is ``str(session.tenant_id)``,
         formatted once by the caller (``UUID.__str__`` is not free)."""
-        keys = [self.agent(tenant, session.agent_id)]
+        # The same names as ``agent()`` ... ``clock()``, written out with the tenant's part
+        # formatted once: this runs on every save.
+        head = f"{self.prefix}:t:{{{tenant}}}:"
+        keys = [f"{head}agent:{session.agent_id}"]
         if session.customer_profile_id is not None:
-            keys.append(self.customer(tenant, session.customer_profile_id))
+            keys.append(f"{head}customer:{session.customer_profile_id}")
         by_activity = len(keys)
-        keys.append(self.channel(tenant, session.channel, session.user_channel_id))
+        keys.append(f"{head}channel:{session.channel.value}:{session.user_channel_id}")
         scenario_id, scenario_version = session.active_scenario_id, session.active_scenario_version
         if scenario_id is not None and scenario_version is not None:
             step_hash = session.current_step_hash()
             if step_hash:
-                keys.append(self.step(tenant, scenario_id, scenario_version, step_hash))
-        keys.append(self.registry(tenant))
-        keys.append(self.clock(tenant))
+                keys.append(f"{head}at-step:{scenario_id}:{scenario_version}:{step_hash}")
+        keys.append(f"{head}registry")
+        keys.append(f"{head}clock")
         return keys, by_activity

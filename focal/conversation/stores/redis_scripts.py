@@ -46,9 +46,12 @@ from pydantic_core import PydanticSerializationError
 from redis import exceptions as redis_exceptions
 
 from focal.conversation.models import Session
-from focal.conversation.stores.session_codec import parse_session, require_aware_created_at
+from focal.conversation.stores.session_codec import (
+    check_session_storable,
+    parse_session,
+    require_aware_created_at,
+)
 from focal.errors import InvalidDataError
-from focal.validation import check_storable
 
 _HEADER_FIELDS = {"version", "tenant_id", "last_activity_at"}
 
@@ -74,7 +77,7 @@ def encode_next_version(session: Session, now: datetime) -> tuple[bytes, Session
         raise InvalidDataError(f"session {session.session_id}: version must be an integer >= 0")
     if not isinstance(tenant_id, UUID):  # the header must hold the canonical form the scripts compare
         raise InvalidDataError(f"session {session.session_id}: tenant_id must be a UUID")
-    check_storable(session, f"session {session.session_id}")  # NaN would be written as null
+    check_session_storable(session)  # NaN would be written as null
     try:
         body = session.__pydantic_serializer__.to_json(session, exclude=_HEADER_FIELDS)
     except (PydanticSerializationError, AttributeError, TypeError, ValueError) as exc:
@@ -150,14 +153,17 @@ local function index_session(first, member, activity, by_activity, ttl_ms, max_a
   local tick_score = int(tick)
   local tick_cutoff = '(' .. int(tick - max_age_us)
   local activity_cutoff = '(' .. int(tonumber(activity) - max_age_us)
+  local listed = {}  -- registry entries: every index key at this tick, added in one ZADD
   for i = first, #KEYS - 2 do
     local score, cutoff = tick_score, tick_cutoff
     if i - first < by_activity then score, cutoff = activity, activity_cutoff end
     redis.call('ZADD', KEYS[i], 'GT', score, member)
     redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', cutoff)
     redis.call('PEXPIRE', KEYS[i], ttl_ms)
-    redis.call('ZADD', registry, 'GT', tick_score, KEYS[i])
+    listed[#listed + 1] = tick_score
+    listed[#listed + 1] = KEYS[i]
   end
+  redis.call('ZADD', registry, 'GT', unpack(listed))
   redis.call('ZREMRANGEBYSCORE', registry, '-inf', tick_cutoff)
   redis.call('PEXPIRE', registry, ttl_ms)
 end
