@@ -48,6 +48,16 @@ class RuleMatch:
     score: float
 
 
+@dataclass(frozen=True)
+class SessionKey:
+    """What memory recall needs of a session: the turn's reads start it before the session the turn
+    works on exists (a new session's id is not known yet; no episode can carry it)."""
+
+    tenant_id: UUID
+    agent_id: UUID
+    session_id: UUID | None
+
+
 def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tuple[Scope, UUID | None]]:
     """GLOBAL, plus the scenario and step this turn answers from."""
     scopes: list[tuple[Scope, UUID | None]] = [(Scope.GLOBAL, None)]
@@ -56,6 +66,14 @@ def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tupl
     if step_id is not None:
         scopes.append((Scope.STEP, step_id))
     return scopes
+
+
+def in_scopes(rule: Rule, scopes: list[tuple[Scope, UUID | None]]) -> bool:
+    """``rule`` is admitted by ``scopes``, as ``ConfigStore.get_hard_constraints`` admits it: a pair
+    with ``None`` admits every rule of that scope."""
+    return any(
+        rule.scope is scope and (scope_id is None or rule.scope_id == scope_id) for scope, scope_id in scopes
+    )
 
 
 def rule_is_spent(rule: Rule, session: Session, turn_number: int) -> bool:
@@ -131,7 +149,7 @@ def record_fires(session: Session, matches: list[RuleMatch], turn_number: int) -
 
 async def recall_memory(
     memory_store: MemoryStore,
-    session: Session,
+    session: Session | SessionKey,
     customer_profile_id: UUID,
     message_embedding: list[float],
     *,
@@ -155,7 +173,8 @@ async def recall_memory(
     for episode, score in found:
         episode_turn = episode.metadata.get("turn_number")
         in_history = (
-            episode.session_id == session.session_id
+            session.session_id is not None
+            and episode.session_id == session.session_id
             and isinstance(episode_turn, int)
             and episode_turn >= oldest_in_history
         )
