@@ -297,6 +297,7 @@ class TurnEngine:
                         turn_number=turn_number,
                         config=self._config,
                         relevance=relevance.keep if relevance is not None else None,
+                        global_candidates=await reads.global_rule_candidates(),
                     )
                     # Read for every scope beside the others; kept: those the turn answers from.
                     constraints = [rule for rule in await reads.hard_constraints() if in_scopes(rule, scopes)]

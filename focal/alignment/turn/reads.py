@@ -10,6 +10,9 @@ them all at once; the others chain on what they need:
   known, so the read does not wait for the move);
 - once the session is known: the scenario definitions its move needs (``scenario
   .read_definitions``) and the history;
+- once the embedding is known: the rule candidates of the GLOBAL scope (``retrieval
+  .retrieve_rules`` searches the scenario and step scopes, when the turn answers from one, once its
+  move is known, and merges);
 - once the session, the profile and the embedding are known: the customer's memory.
 
 All of it is reads (the embedding writes nothing either), each scoped to the request's tenant: a
@@ -31,10 +34,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
-from focal.alignment.models import Agent, Rule, Variable
+from focal.alignment.models import Agent, Rule, Scope, Variable
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest
-from focal.alignment.turn.retrieval import SessionKey, recall_memory
+from focal.alignment.turn.retrieval import SessionKey, recall_memory, rule_candidates
 from focal.alignment.turn.scenario import ScenarioDefinitions, read_definitions
 from focal.audit.stores.store import AuditStore
 from focal.conversation.models import Session, SessionStatus
@@ -93,6 +96,7 @@ class TurnReads:
         self._scenarios = self._start(self._scenario_definitions())
         self._history = self._start(self._read_history())
         self._memories = self._start(self._recall())
+        self._global_rules = self._start(self._global_rule_candidates())
         return self
 
     async def __aexit__(
@@ -142,6 +146,10 @@ class TurnReads:
 
     def history(self) -> Awaitable[list[LLMMessage]]:
         return self._history
+
+    def global_rule_candidates(self) -> Awaitable[list[tuple[Rule, float]]]:
+        """The GLOBAL scope's rule candidates (``retrieval.retrieve_rules``, ``global_candidates``)."""
+        return self._global_rules
 
     # --- the reads --------------------------------------------------------------------------
 
@@ -209,6 +217,20 @@ class TurnReads:
                 turn_number=(found.turn_count if found else 0) + 1,
                 config=self._config,
             )
+
+    async def _global_rule_candidates(self) -> list[tuple[Rule, float]]:
+        if self._config.max_rules == 0:
+            return []
+        request, embedding = self._request, await self._embedding
+        return await rule_candidates(
+            self._stores.config,
+            request.tenant_id,
+            request.agent_id,
+            embedding,
+            [(Scope.GLOBAL, None)],
+            embedding_model=self._stores.embedder.model_id,
+            config=self._config,
+        )
 
     async def _read_history(self) -> list[LLMMessage]:
         """The last ``history_turns`` turns of the session, oldest first, as LLM messages."""
