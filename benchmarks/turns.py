@@ -23,7 +23,8 @@ Cases, in one run:
   load drifts during the run (a shared CI box) biases none of them.
 
 - ``first_delta``: time to the first streamed delta over HTTP with the real OpenAI SDK against the
-  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``).
+  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``);
+  also alone (PostgreSQL + Redis, no other case): ``--first-delta-only``.
 
 Targets (design README, issue #15): one turn's platform overhead p50 under 20 ms on PostgreSQL +
 Redis; Focal adds under 10 ms before the first streamed byte.
