@@ -23,7 +23,8 @@ Cases, in one run:
   load drifts during the run (a shared CI box) biases none of them.
 
 - ``first_delta``: time to the first streamed delta over HTTP with the real OpenAI SDK against the
-  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``).
+  loopback vendor fake, against the SDK streaming alone, in the same run (``first_delta.py``);
+  also alone (PostgreSQL + Redis, no other case): ``--first-delta-only``.
 
 Targets (design README, issue #15): one turn's platform overhead p50 under 20 ms on PostgreSQL +
 Redis; Focal adds under 10 ms before the first streamed byte.
@@ -370,6 +371,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             redis_url = redis_server.url
 
         settings = settings_for(database_url, redis_url, args)
+        if args.first_delta_only:
+            services, stack = await build_services(settings)
+            async with stack:
+                streaming = await first_delta.measure(
+                    services, samples=args.first_delta_samples, chunk_delay_ms=args.chunk_delay_ms
+                )
+            return {
+                "benchmark": "turns (first_delta only)",
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_average_1m": {
+                    "before": round(load_before[0], 2),
+                    "after": round(os.getloadavg()[0], 2),
+                },
+                "first_delta": streaming,
+            }
         shop = DemoShop()  # the demo agent's tools call it (an order lookup, a return label)
         await servers.enter_async_context(serve_demo_shop(shop))
         services, stack = await build_services(settings)
@@ -437,6 +454,11 @@ def main() -> None:
     parser.add_argument("--constraint-samples", type=int, default=5000, help="timed constraint checks")
     parser.add_argument(
         "--constraints-only", action="store_true", help="only the constraint_checks section (no servers)"
+    )
+    parser.add_argument(
+        "--first-delta-only",
+        action="store_true",
+        help="only the first_delta section (PostgreSQL + Redis, no turn or constraint cases)",
     )
     args = parser.parse_args()
     configure_logging("WARNING")

@@ -225,6 +225,22 @@ def test_check_storable_refuses_non_finite_numbers_even_where_pydantic_would_wri
         check_storable(_Note(text="t", data={"x": [1, bad]}), "note")
 
 
+def test_check_storable_finds_the_one_bad_item_of_a_long_list_of_numbers() -> None:
+    # Lists of finite numbers (embeddings) take a fast path; one item that is not, anywhere,
+    # still gets the item-by-item check and its error.
+    numbers: list[Any] = [0.5] * 1535 + [2]
+    check_storable(_Note(text="t", data={"v": numbers}), "note")
+    for bad, error in (
+        (math.nan, "must hold finite numbers only"),
+        (-math.inf, "must hold finite numbers only"),
+        ("\x00", "contains a NUL character"),
+        ({"k": "\ud800"}, "contains a lone surrogate"),
+        (datetime(2026, 1, 1), "must be timezone-aware"),
+    ):
+        with pytest.raises(InvalidDataError, match=rf"^note.data {error}"):
+            check_storable(_Note.model_construct(text="t", data={"v": [*numbers, bad, 1.0]}), "note")
+
+
 class _Stamped(BaseModel):
     at: datetime
     nested: _Note | None = None

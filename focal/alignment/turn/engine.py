@@ -12,15 +12,16 @@ in-memory reference stores (unit tests, ``focal serve --memory``) and on Postgre
    not CLOSED; otherwise a new session is opened. All of this is read-only, so a refused turn
    writes nothing. The message is embedded once, concurrently with these reads; then the message
    goes through the checks of the stores that will keep it (``checks.py``), before any LLM call.
-2. Concurrently: look the customer up (``ProfileStore.get_by_channel_identity``) then recall memory
-   for them;
-   the scenario move (``scenario.py``) then rule retrieval for the scenario and step the turn now
-   answers from (``retrieval.py``); and the history read. The move comes before retrieval so that
-   the step a message leads to supplies the rules and templates of the answer (the step's question
-   is what the customer should see next).
+   Every other read of the turn starts at the same time, or as soon as what it needs is known
+   (``reads.py``): the customer's profile (``ProfileStore.get_by_channel_identity``) then their
+   memory, the variable definitions, the hard constraints, the scenario definitions and the history.
+2. The scenario move (``scenario.py``) then rule retrieval for the scenario and step the turn now
+   answers from (``retrieval.py``). The move comes before retrieval so that the step a message
+   leads to supplies the rules and templates of the answer (the step's question is what the
+   customer should see next).
    The scenario move first takes the fields the current step collects from the message
-   (``variables.py``) and is gated on them. The always-on hard constraints of the scope the turn
-   answers from are read beside the rule retrieval (``ConfigStore.get_hard_constraints``), and the
+   (``variables.py``) and is gated on them. Of the always-on hard constraints
+   (``ConfigStore.get_hard_constraints``) the turn keeps those of the scope it answers from, and the
    optional relevance check (``relevance.py``) filters the rule candidates.
 3. Resolve the variables the answer needs with their resolver tools (``variables.py``), then
    answer (``answer.py``): EXCLUSIVE template, else LLM (with the tool loop of ``tool_loop.py``
@@ -56,7 +57,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
-from focal.alignment.models import Agent, Rule
+from focal.alignment.models import Rule
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
@@ -71,6 +72,7 @@ from focal.alignment.turn.manual import record_manual_turn
 from focal.alignment.turn.models import StepTimer, TurnConfig, TurnRequest, TurnResult
 from focal.alignment.turn.ordering import TurnOrdering
 from focal.alignment.turn.persist import TurnStores, TurnWrites, persist_turn
+from focal.alignment.turn.reads import ReadStores, TurnReads
 from focal.alignment.turn.records import (
     Answered,
     TurnDraft,
@@ -82,7 +84,7 @@ from focal.alignment.turn.relevance import RelevanceCheck
 from focal.alignment.turn.retrieval import (
     RuleMatch,
     admitted_scopes,
-    recall_memory,
+    in_scopes,
     record_fires,
     retrieve_rules,
 )
@@ -95,14 +97,13 @@ from focal.audit.stores.store import AuditStore
 from focal.conversation.locks import ConversationLocks
 from focal.conversation.models import Session, SessionMode, SessionStatus
 from focal.conversation.stores.store import SessionStore
-from focal.errors import ConflictError, InvalidDataError, NotFoundError
 from focal.memory.models import Episode
 from focal.memory.stores.store import MemoryStore
 from focal.models import utc_now
 from focal.profile.models import CustomerProfile
 from focal.profile.stores.store import ProfileStore
 from focal.providers.embedding.base import EmbeddingProvider
-from focal.providers.llm.base import LLMMessage, LLMProvider, TokenUsage
+from focal.providers.llm.base import LLMProvider, TokenUsage
 from focal.settings import ToolsSettings
 from focal.tools.executor import ToolExecutor
 from focal.tools.memo import ToolMemo
@@ -174,6 +175,9 @@ class TurnEngine:
         self._tool_runner = ToolRunner(tool_executor, tools or ToolsSettings())
         self._answerer = Answerer(config_store, llm_provider, self._checks, self._config, self._tool_runner)
         self._ordering = TurnOrdering(conversation_locks, self._config)
+        self._read_stores = ReadStores(
+            config_store, session_store, profile_store, memory_store, audit_store, embedding_provider
+        )
         self._event_sink = event_sink
 
     @classmethod
@@ -240,91 +244,73 @@ class TurnEngine:
         embedding_model = self._embedder.model_id
         self._checks.identity(request.channel, request.user_channel_id)
 
-        with timer.measure("load_and_embed"):
-            # Reads only (and the embedding, which writes nothing): a refused turn leaves no trace.
-            agent, found, message_embedding = await _all_of(
-                self._load_agent(request), self._find_session(request), self._embedder.embed(message)
+        reads = TurnReads(self._read_stores, request, message, self._config, timer)
+        async with reads:  # every read still running when this block is left is cancelled
+            with timer.measure("load_and_embed"):
+                # Reads only (and the embedding, which writes nothing): a refused turn leaves no trace.
+                agent, found, message_embedding = await reads.loaded()
+            # ``before`` is kept as read (or as opened): persist saves it back if the turn cannot be
+            # recorded. The turn works on a copy (a JSON round trip: ~10x cheaper than a deep copy).
+            before = found or Session(
+                tenant_id=request.tenant_id,
+                agent_id=agent.id,
+                channel=request.channel,
+                user_channel_id=request.user_channel_id,
+                config_version=agent.current_version,
             )
-        # ``before`` is kept as read (or as opened): persist saves it back if the turn cannot be
-        # recorded. The turn works on a copy (a JSON round trip: ~10x cheaper than a deep copy).
-        before = found or Session(
-            tenant_id=request.tenant_id,
-            agent_id=agent.id,
-            channel=request.channel,
-            user_channel_id=request.user_channel_id,
-            config_version=agent.current_version,
-        )
-        session = Session.model_validate_json(before.model_dump_json())
-        turn_number = session.turn_count + 1
-        draft = TurnDraft(
-            tenant_id=request.tenant_id,
-            agent_id=agent.id,
-            session_id=session.session_id,
-            turn_id=uuid4(),
-            turn_number=turn_number,
-            message=message,
-            message_embedding=message_embedding,
-            embedding_model=embedding_model,
-        )
-        self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
-        if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
-            if on_writing is not None:  # nothing to wait for: the message is being recorded
-                on_writing()
-            return await record_manual_turn(
-                stores=self._stores,
-                profiles=self._profile_store,
-                checks=self._checks,
-                request=request,
-                draft=draft,
-                before=before,
-                session=session,
-                timer=timer,
-                started=started,
+            session = Session.model_validate_json(before.model_dump_json())
+            turn_number = session.turn_count + 1
+            draft = TurnDraft(
+                tenant_id=request.tenant_id,
+                agent_id=agent.id,
+                session_id=session.session_id,
+                turn_id=uuid4(),
+                turn_number=turn_number,
+                message=message,
+                message_embedding=message_embedding,
+                embedding_model=embedding_model,
             )
+            self._checks.message(draft)  # before the LLM is paid for a turn no store would keep
+            if before.mode is SessionMode.MANUAL:  # a person answers: record the message, no LLM
+                if on_writing is not None:  # nothing to wait for: the message is being recorded
+                    on_writing()
+                return await record_manual_turn(
+                    stores=self._stores,
+                    profiles=self._profile_store,
+                    checks=self._checks,
+                    request=request,
+                    draft=draft,
+                    before=before,
+                    session=session,
+                    timer=timer,
+                    started=started,
+                )
 
-        async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
-            # A read: a customer seen for the first time is only created once the turn succeeded.
-            with timer.measure("resolve_customer"):
-                profile = await self._profile_store.get_by_channel_identity(
-                    request.tenant_id, request.channel, request.user_channel_id
-                )
-            if profile is None:
-                return None, []  # nothing to remember about someone new
-            with timer.measure("recall_memory"):
-                memories = await recall_memory(
-                    self._memory_store,
-                    session,
-                    profile.id,
-                    message_embedding,
-                    embedding_model=embedding_model,
-                    turn_number=turn_number,
-                    config=self._config,
-                )
-            return profile, memories
+            async def customer_then_memory() -> tuple[CustomerProfile | None, list[tuple[Episode, float]]]:
+                return await reads.profile(), await reads.memories()
 
-        relevance = RelevanceCheck(self._llm, message) if self._config.relevance_check else None
-        turn_variables = TurnVariables([], session, utc_now())  # definitions: read with the scenario
+            relevance = RelevanceCheck(self._llm, message) if self._config.relevance_check else None
+            turn_variables = TurnVariables([], session, utc_now())  # definitions: read with the scenario
 
-        async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch], list[Rule]]:
-            with timer.measure("scenario"):
-                turn_variables.definitions = await self._config_store.get_variables(
-                    request.tenant_id, agent.id
-                )
-                turn_variables.by_name = {v.name: v for v in turn_variables.definitions}
-                outcome = await advance_scenario(
-                    self._config_store,
-                    session,
-                    message_embedding,
-                    embedding_model=embedding_model,
-                    turn_number=turn_number,
-                    config=self._config,
-                    capture=StepCapture(turn_variables, message, self._llm),
-                )
-            scenario_id = outcome.scenario.id if outcome.scenario else None
-            step_id = outcome.step.id if outcome.step else None
-            with timer.measure("retrieve_rules"):
-                matches, constraints = await asyncio.gather(
-                    retrieve_rules(
+            async def scenario_then_rules() -> tuple[ScenarioOutcome, list[RuleMatch], list[Rule]]:
+                with timer.measure("scenario"):
+                    turn_variables.definitions = await reads.variables()
+                    turn_variables.by_name = {v.name: v for v in turn_variables.definitions}
+                    outcome = await advance_scenario(
+                        self._config_store,
+                        session,
+                        message_embedding,
+                        embedding_model=embedding_model,
+                        turn_number=turn_number,
+                        config=self._config,
+                        capture=StepCapture(turn_variables, message, self._llm),
+                        definitions=await reads.scenario_definitions(),
+                    )
+                scenario_id = outcome.scenario.id if outcome.scenario else None
+                step_id = outcome.step.id if outcome.step else None
+                scopes = admitted_scopes(scenario_id, step_id)
+                with timer.measure("retrieve_rules"):
+                    matches = await retrieve_rules(
                         self._config_store,
                         session,
                         message_embedding,
@@ -334,16 +320,15 @@ class TurnEngine:
                         turn_number=turn_number,
                         config=self._config,
                         relevance=relevance.keep if relevance is not None else None,
-                    ),
-                    self._config_store.get_hard_constraints(
-                        session.tenant_id, session.agent_id, scopes=admitted_scopes(scenario_id, step_id)
-                    ),
-                )
-            return outcome, matches, constraints
+                        global_candidates=await reads.global_rule_candidates(),
+                    )
+                    # Read for every scope beside the others; kept: those the turn answers from.
+                    constraints = [rule for rule in await reads.hard_constraints() if in_scopes(rule, scopes)]
+                return outcome, matches, constraints
 
-        (profile, memories), (outcome, matches, constraints), history = await _all_of(
-            customer_then_memory(), scenario_then_rules(), self._history(session, timer)
-        )
+            (profile, memories), (outcome, matches, constraints), history = await _all_of(
+                customer_then_memory(), scenario_then_rules(), reads.history()
+            )
         record_fires(session, matches, turn_number)
 
         ledger = ToolLedger(memo=memo.run())  # an earlier run's call is not made again
@@ -439,65 +424,6 @@ class TurnEngine:
             new_session=found is None,
             session_mode=saved.mode,
         )
-
-    # --- loading ----------------------------------------------------------------------------
-
-    async def _load_agent(self, request: TurnRequest) -> Agent:
-        agent = await self._config_store.get_agent(request.tenant_id, request.agent_id)
-        if agent is None:
-            raise NotFoundError(f"agent {request.agent_id} not found")
-        if not agent.enabled:
-            raise ConflictError(f"agent {request.agent_id} is disabled; enable it to chat")
-        return agent
-
-    async def _find_session(self, request: TurnRequest) -> Session | None:
-        """The session to continue, or None to open a new one (see the module docstring)."""
-        if request.session_id is not None:
-            session = await self._session_store.get(request.tenant_id, request.session_id)
-            if session is None or session.agent_id != request.agent_id:
-                raise NotFoundError(f"session {request.session_id} not found for agent {request.agent_id}")
-            if session.status is SessionStatus.CLOSED:
-                raise ConflictError(
-                    f"session {request.session_id} is closed; omit session_id to open a new one"
-                )
-            if (session.channel, session.user_channel_id) != (request.channel, request.user_channel_id):
-                raise InvalidDataError(
-                    f"session {request.session_id} belongs to another channel identity than "
-                    f"{request.channel.value}/{request.user_channel_id}"
-                )
-            return session
-        latest = await self._session_store.get_by_channel(
-            request.tenant_id, request.channel, request.user_channel_id
-        )
-        if latest is None or latest.agent_id != request.agent_id or latest.status is SessionStatus.CLOSED:
-            return None
-        return latest
-
-    async def _history(self, session: Session, timer: StepTimer) -> list[LLMMessage]:
-        """The last ``history_turns`` turns of this session, oldest first, as LLM messages."""
-        window = self._config.history_turns
-        if session.turn_count == 0 or window == 0:
-            return []
-        with timer.measure("load_history"):
-            turns = await self._audit_store.list_turns_by_session(
-                session.tenant_id,
-                session.session_id,
-                limit=window,
-                offset=max(0, session.turn_count - window),
-            )
-        history: list[LLMMessage] = []
-        for turn in turns[-window:]:
-            # A MANUAL-mode message has no answer, an operator's reply (``control.py``) no
-            # customer message: empty sides are left out, and what is then adjacent and of one
-            # role is joined into one message.
-            for role, content in (("user", turn.user_message), ("assistant", turn.assistant_response)):
-                if not content:
-                    continue
-                if history and history[-1].role == role:
-                    history[-1] = LLMMessage(role=role, content=f"{history[-1].content}\n\n{content}")
-                else:
-                    history.append(LLMMessage(role=role, content=content))
-        return history
 
 
 def _observe(task: asyncio.Future[Any]) -> None:

@@ -7,6 +7,9 @@ returns candidates above ``rule_min_score``. Rules that are used up are dropped 
 ``cooldown_turns = N`` that fired at turn ``t`` sleeps through turns ``t+1 .. t+N`` and may fire
 again at ``t+N+1``. Candidates are fetched generously (``rule_candidates``) so that rules dropped
 by the fires filter do not starve the top k.
+The GLOBAL candidates are searched as soon as the message is embedded, beside the turn's other
+reads (``reads.py``); those of the scenario and step are searched once the move is known, and the
+two lists merged exactly as one search of all three scopes would have ranked and cut them.
 
 Order. Every candidate above the threshold is a match; the threshold decides *whether* a rule
 applies, ``priority`` decides *which* rules win a crowded turn. The survivors are ordered:
@@ -48,6 +51,16 @@ class RuleMatch:
     score: float
 
 
+@dataclass(frozen=True)
+class SessionKey:
+    """What memory recall needs of a session: the turn's reads start it before the session the turn
+    works on exists (a new session's id is not known yet; no episode can carry it)."""
+
+    tenant_id: UUID
+    agent_id: UUID
+    session_id: UUID | None
+
+
 def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tuple[Scope, UUID | None]]:
     """GLOBAL, plus the scenario and step this turn answers from."""
     scopes: list[tuple[Scope, UUID | None]] = [(Scope.GLOBAL, None)]
@@ -56,6 +69,14 @@ def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tupl
     if step_id is not None:
         scopes.append((Scope.STEP, step_id))
     return scopes
+
+
+def in_scopes(rule: Rule, scopes: list[tuple[Scope, UUID | None]]) -> bool:
+    """``rule`` is admitted by ``scopes``, as ``ConfigStore.get_hard_constraints`` admits it: a pair
+    with ``None`` admits every rule of that scope."""
+    return any(
+        rule.scope is scope and (scope_id is None or rule.scope_id == scope_id) for scope, scope_id in scopes
+    )
 
 
 def rule_is_spent(rule: Rule, session: Session, turn_number: int) -> bool:
@@ -85,6 +106,29 @@ def kept_matches(ordered: list[RuleMatch], max_rules: int) -> list[RuleMatch]:
     return constraints + others[:max_rules]
 
 
+async def rule_candidates(
+    config_store: ConfigStore,
+    tenant_id: UUID,
+    agent_id: UUID,
+    message_embedding: list[float],
+    scopes: list[tuple[Scope, UUID | None]],
+    *,
+    embedding_model: str,
+    config: TurnConfig,
+) -> list[tuple[Rule, float]]:
+    """The rules of ``scopes`` whose score passes ``rule_min_score``: at most ``rule_candidates``,
+    by score desc, id (``ConfigStore.vector_search_rules``)."""
+    return await config_store.vector_search_rules(
+        message_embedding,
+        tenant_id,
+        agent_id,
+        scopes=scopes,
+        limit=config.rule_candidates,
+        min_score=config.rule_min_score,
+        embedding_model=embedding_model,
+    )
+
+
 async def retrieve_rules(
     config_store: ConfigStore,
     session: Session,
@@ -96,20 +140,43 @@ async def retrieve_rules(
     turn_number: int,
     config: TurnConfig,
     relevance: RelevanceFilter | None = None,
+    global_candidates: list[tuple[Rule, float]] | None = None,
 ) -> list[RuleMatch]:
     """The turn's matched rules, in ``match_order`` (see the module docstring);
-    ``max_rules = 0`` turns matching off (hard constraints still apply, unmatched)."""
+    ``max_rules = 0`` turns matching off (hard constraints still apply, unmatched).
+
+    ``global_candidates``: the GLOBAL scope's ``rule_candidates``, searched beforehand (the turn
+    starts that search beside its other reads, before its scenario move is known); only the
+    scenario and step scopes are searched here then, and both lists are merged as one search of
+    all three scopes would have returned them (the scopes are disjoint: the best
+    ``rule_candidates`` of their union are among the best of each)."""
     if config.max_rules == 0:
         return []
-    candidates = await config_store.vector_search_rules(
-        message_embedding,
-        session.tenant_id,
-        session.agent_id,
-        scopes=admitted_scopes(scenario_id, step_id),
-        limit=config.rule_candidates,
-        min_score=config.rule_min_score,
-        embedding_model=embedding_model,
-    )
+    scopes = admitted_scopes(scenario_id, step_id)
+    if global_candidates is None:
+        candidates = await rule_candidates(
+            config_store,
+            session.tenant_id,
+            session.agent_id,
+            message_embedding,
+            scopes,
+            embedding_model=embedding_model,
+            config=config,
+        )
+    elif len(scopes) == 1:  # GLOBAL alone: the search made beforehand is the whole answer
+        candidates = global_candidates
+    else:
+        scoped = await rule_candidates(
+            config_store,
+            session.tenant_id,
+            session.agent_id,
+            message_embedding,
+            scopes[1:],
+            embedding_model=embedding_model,
+            config=config,
+        )
+        candidates = sorted([*global_candidates, *scoped], key=lambda found: (-found[1], found[0].id))
+        candidates = candidates[: config.rule_candidates]
     live = [
         RuleMatch(rule, score)
         for rule, score in candidates
@@ -131,7 +198,7 @@ def record_fires(session: Session, matches: list[RuleMatch], turn_number: int) -
 
 async def recall_memory(
     memory_store: MemoryStore,
-    session: Session,
+    session: Session | SessionKey,
     customer_profile_id: UUID,
     message_embedding: list[float],
     *,
@@ -155,7 +222,8 @@ async def recall_memory(
     for episode, score in found:
         episode_turn = episode.metadata.get("turn_number")
         in_history = (
-            episode.session_id == session.session_id
+            session.session_id is not None
+            and episode.session_id == session.session_id
             and isinstance(episode_turn, int)
             and episode_turn >= oldest_in_history
         )

@@ -138,6 +138,42 @@ def _finish_if_terminal(
         _leave(session)
 
 
+@dataclass
+class ScenarioDefinitions:
+    """The scenario definitions a move reads (``read_definitions``), read before the move so the
+    read can run beside the turn's other reads."""
+
+    # The session's active scenario (only its current step's transitions carry embeddings); None
+    # when the session is in no scenario or the scenario is gone.
+    current: Scenario | None = None
+    # The agent's enabled scenarios (entry embeddings only), for entering one; None until needed:
+    # a session inside a scenario reads them only when that scenario turns out to be unavailable.
+    enterable: list[Scenario] | None = None
+
+
+async def read_definitions(
+    config_store: ConfigStore,
+    tenant_id: UUID,
+    agent_id: UUID,
+    active_scenario_id: UUID | None,
+    current_step_id: UUID | None,
+) -> ScenarioDefinitions:
+    """What ``advance_scenario`` needs for a session at ``active_scenario_id`` / ``current_step_id``
+    (both None: a session in no scenario) of agent ``agent_id``."""
+    if active_scenario_id is not None:
+        current = await config_store.get_scenario(  # only the current step's embeddings are needed
+            tenant_id, active_scenario_id, embeddings_of_step=current_step_id
+        )
+        return ScenarioDefinitions(current=current)
+    return ScenarioDefinitions(enterable=await _enterable(config_store, tenant_id, agent_id))
+
+
+async def _enterable(config_store: ConfigStore, tenant_id: UUID, agent_id: UUID) -> list[Scenario]:
+    return await config_store.get_scenarios(  # entering needs entry embeddings only
+        tenant_id, agent_id, enabled_only=True, include_transition_embeddings=False
+    )
+
+
 async def advance_scenario(
     config_store: ConfigStore,
     session: Session,
@@ -147,8 +183,12 @@ async def advance_scenario(
     turn_number: int,
     config: TurnConfig,
     capture: FieldCapture | None = None,
+    definitions: ScenarioDefinitions | None = None,
 ) -> ScenarioOutcome:
     """Decide this turn's scenario move and apply it to ``session`` (a working copy, saved later).
+
+    ``definitions``: read for this session's scenario position beforehand (``read_definitions``);
+    without them they are read here.
 
     With ``capture``, the fields the current step collects are taken from the message first, and
     the step's transitions are gated on them: while one is empty the session stays at the step
@@ -156,8 +196,12 @@ async def advance_scenario(
     the same message too (by pattern only), so a customer may answer ahead.
     """
     start_step = session.current_step_id
+    if definitions is None:
+        definitions = await read_definitions(
+            config_store, session.tenant_id, session.agent_id, session.active_scenario_id, start_step
+        )
     outcome = await _move(
-        config_store, session, message_embedding, embedding_model, turn_number, config, capture
+        config_store, session, definitions, message_embedding, embedding_model, turn_number, config, capture
     )
     if capture is not None and outcome.step is not None and outcome.step.id != start_step:
         await capture(outcome.step, use_llm=False)
@@ -168,6 +212,7 @@ async def advance_scenario(
 async def _move(
     config_store: ConfigStore,
     session: Session,
+    definitions: ScenarioDefinitions,
     message_embedding: list[float],
     embedding_model: str,
     turn_number: int,
@@ -176,11 +221,15 @@ async def _move(
 ) -> ScenarioOutcome:
     outcome = ScenarioOutcome()
     if session.active_scenario_id is not None:
-        scenario = await config_store.get_scenario(  # only the current step's embeddings are needed
-            session.tenant_id, session.active_scenario_id, embeddings_of_step=session.current_step_id
-        )
+        scenario = definitions.current
         step = scenario.step(session.current_step_id) if scenario is not None else None
-        if scenario is None or step is None or not scenario.enabled or scenario.agent_id != session.agent_id:
+        if (
+            scenario is None
+            or step is None
+            or not scenario.enabled
+            or scenario.id != session.active_scenario_id
+            or scenario.agent_id != session.agent_id
+        ):
             # The scenario was deleted or disabled, or the step vanished from it: leave it rather than
             # answer from a definition that no longer exists; the message may still enter another one.
             outcome.events.append(
@@ -205,9 +254,9 @@ async def _move(
                 session, scenario, step, message_embedding, embedding_model, turn_number, config, outcome
             )
             return outcome
-    scenarios = await config_store.get_scenarios(  # entering needs entry embeddings only
-        session.tenant_id, session.agent_id, enabled_only=True, include_transition_embeddings=False
-    )
+    scenarios = definitions.enterable
+    if scenarios is None:
+        scenarios = await _enterable(config_store, session.tenant_id, session.agent_id)
     _enter_best(session, scenarios, message_embedding, embedding_model, turn_number, config, outcome)
     return outcome
 
