@@ -195,6 +195,8 @@ async def bench_database(
         await connection.execute(index_sql)
         build_seconds = time.perf_counter() - started
         await connection.execute("VACUUM ANALYZE episodes")
+        # session settings: the pool sends no reset on release (focal.db.pool.VectorConnection)
+        await connection.execute("RESET maintenance_work_mem; RESET max_parallel_maintenance_workers")
     result["load"] = {
         "copy_rows_per_s": round(size / copy_seconds),
         "copy_seconds": round(copy_seconds, 2),

@@ -95,6 +95,15 @@ class VectorConnection(asyncpg.Connection):
     def set_vector_generation(self, generation: int) -> None:
         self._vector_generation = generation
 
+    def get_reset_query(self) -> str:
+        """Nothing to send on release. asyncpg's default (``pg_advisory_unlock_all(); CLOSE ALL;
+        UNLISTEN *; RESET ALL``) is one more round trip that every pooled query waits for (a
+        ``SELECT 1`` took 0.25-0.33 ms instead of 0.10), and undoes state Focal never leaves on a
+        connection: its settings are ``SET LOCAL`` / ``set_config(..., true)`` inside transactions,
+        its advisory locks transaction-scoped, no ``LISTEN``, no cursor outside a transaction. An
+        open transaction is still rolled back on release (asyncpg does that whatever this says)."""
+        return ""
+
 
 class _VectorTypes:
     """The pool-wide view of the ``vector`` type's OID: ``generation`` grows each time it is seen

@@ -48,6 +48,24 @@ async def test_statement_cache_disabled_leaves_no_prepared_statements(pg_dsn: st
         await cached.close()
 
 
+async def test_a_connection_released_inside_a_transaction_comes_back_without_it(pg_dsn: str) -> None:
+    """The pool sends no reset query on release (``VectorConnection.get_reset_query``): what it
+    relies on is that an open transaction, and the ``SET LOCAL`` state in it, still ends there,
+    as when a search that began one by hand (the memory store's HNSW plan) is cancelled."""
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as connection:
+            default = await connection.fetchval("SHOW statement_timeout")
+            await connection.execute("BEGIN READ ONLY; SET LOCAL statement_timeout = '1234ms'")
+            assert await connection.fetchval("SHOW statement_timeout") == "1234ms"
+        async with pool.acquire() as connection:  # the same connection: max_size=1
+            assert not connection.is_in_transaction()
+            assert await connection.fetchval("SHOW statement_timeout") == default
+            await connection.execute("CREATE TEMP TABLE written_after (x int)")  # not read-only
+    finally:
+        await pool.close()
+
+
 async def test_refused_connection_names_the_host_but_never_the_password() -> None:
     port = free_port()
     with pytest.raises(StoreConnectionError) as caught:
