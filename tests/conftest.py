@@ -40,6 +40,8 @@ from focal.db.embedded import EmbeddedPostgres, EmbeddedRedis, create_database, 
 from focal.db.migrate import upgrade
 from focal.db.pool import create_pool
 from tests.support import TEST_EMBEDDING_DIMENSIONS, DatabaseFactory
+from tests.tool_server import ToolServer
+from tests.unit.turn.tool_support import API_KEY
 
 
 @contextmanager
@@ -147,3 +149,19 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     finally:
         await client.aclose()
         await pool.aclose()
+
+
+@pytest.fixture(scope="session")
+def tool_server() -> Iterator[ToolServer]:
+    """A real loopback tool server (``tests.tool_server``), expecting the tool secret ``API_KEY``."""
+    server = ToolServer(api_key=API_KEY).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shop(tool_server: ToolServer) -> ToolServer:
+    """The loopback tool server with its requests and labels cleared."""
+    tool_server.requests.clear()
+    tool_server.labels.clear()
+    return tool_server

@@ -289,8 +289,8 @@ async def test_a_streamed_tool_turn_hands_out_every_request_and_calls_the_tool_o
     assert [t.tools_executed[0]["status"] for t in turns] == ["ok"]
 
 
-async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_passed(api: ApiHarness) -> None:
-    agent_id = await _agent(api)
+async def _no_refund_promises(api: ApiHarness, agent_id: str) -> None:
+    """A hard constraint with a pattern check: streams of the agent are buffered until it passed."""
     rule = await api.client.post(
         f"/v1/agents/{agent_id}/rules",
         json={
@@ -303,6 +303,11 @@ async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_pass
         headers=api.headers,
     )
     assert rule.status_code == 201
+
+
+async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_passed(api: ApiHarness) -> None:
+    agent_id = await _agent(api)
+    await _no_refund_promises(api, agent_id)
     provider = _scripted(
         api,
         ScriptedReply(text="You get a full refund today.", chunks=["You get ", "a full refund", " today."]),
@@ -431,18 +436,7 @@ async def test_a_client_that_leaves_before_the_first_piece_leaves_no_trace(api: 
     that gives up while it is generated must cancel the turn like one that leaves mid-answer,
     not get a turn written (and paid for) that nobody receives."""
     agent_id = await _agent(api)
-    rule = await api.client.post(
-        f"/v1/agents/{agent_id}/rules",
-        json={
-            "name": "no refunds",
-            "condition_text": "refund policy",
-            "action_text": "Never promise a refund.",
-            "is_hard_constraint": True,
-            "forbid_patterns": ["(?i)refund"],
-        },
-        headers=api.headers,
-    )
-    assert rule.status_code == 201
+    await _no_refund_promises(api, agent_id)
     llm = GatedLLM(["Your order ships today.", "Your order ships today."])
     llm.gated = True
     api.services.llm_provider = llm

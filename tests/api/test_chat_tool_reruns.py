@@ -6,7 +6,6 @@ real loopback tool server that creates a new return label on every request it ge
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,25 +17,11 @@ from tests.api.conftest import ApiHarness
 from tests.api.control_support import GatedLLM
 from tests.api.sse_support import parse_events
 from tests.tool_server import ToolServer
-from tests.unit.turn.tool_support import API_KEY, activate, http_tool
+from tests.unit.turn.tool_support import activate, http_tool
 
 RETURN = "i want to return my order"
 ENQUEUE = {"concurrency": "enqueue", "enqueue_wait_seconds": 10}
 LABEL = ToolCall(id="c1", name="create_label", arguments={"order_number": "FD-10234"})
-
-
-@pytest.fixture(scope="module")
-def label_server() -> Iterator[ToolServer]:
-    server = ToolServer(api_key=API_KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def shop(label_server: ToolServer) -> ToolServer:
-    label_server.requests.clear()
-    label_server.labels.clear()
-    return label_server
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Fixtures for the turn-pipeline unit tests: a fresh in-memory stack per test; a real loopback
-tool server (``shop``, requests cleared per test) and an executor on a real httpx client."""
+tool server (``shop``, from tests/conftest.py) and an executor on a real httpx client."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from focal.demo_shop import DemoShop
 from focal.tools.http import HttpToolExecutor
 from tests.demo_support import running_demo_shop
 from tests.support import new_tenant
-from tests.tool_server import ToolServer
 from tests.unit.turn.support import RecordingLLM, TurnStack
-from tests.unit.turn.tool_support import API_KEY
 
 
 @pytest.fixture
@@ -32,20 +30,6 @@ def stack(llm: RecordingLLM) -> TurnStack:
 @pytest.fixture
 def tenant() -> UUID:
     return new_tenant()
-
-
-@pytest.fixture(scope="session")
-def tool_server() -> Iterator[ToolServer]:
-    server = ToolServer(api_key=API_KEY).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def shop(tool_server: ToolServer) -> ToolServer:
-    tool_server.requests.clear()
-    tool_server.labels.clear()
-    return tool_server
 
 
 @pytest_asyncio.fixture
