@@ -59,7 +59,22 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": 'The turn. With `Accept: text/event-stream` or `"stream": true`: Server-Sent '
         "Events `delta` ({text}), then `done` (this body) or `error` ({status, error})",
-        "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+        # OpenAPI 3.1: the ``schema`` of an event stream describes one event (3.2 calls it itemSchema)
+        "content": {
+            EVENT_STREAM: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string", "enum": ["delta", "done", "error"]},
+                        "data": {
+                            "type": "string",
+                            "description": "JSON: {text} (delta), this body (done), {status, error} (error)",
+                        },
+                    },
+                    "required": ["event", "data"],
+                }
+            }
+        },
     },
     **_ERRORS,
 }
