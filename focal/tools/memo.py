@@ -17,6 +17,9 @@ calls through its own ``MemoRun`` (``ToolMemo.run``):
   model asked for something else the second time) is sent.
 - Only calls handed to the executor are kept, whatever their outcome (a timeout may have acted
   too). A call refused before it is sent (``invalid``) costs nothing and is checked again.
+- A call an earlier run made that the last run did not make again (the model asked for something
+  else this time) still happened: ``MemoRun.not_repeated`` lists them, with what they were sent
+  with (``SentCall``), so the turn record shows every side effect of the message.
 
 The memo lives as long as its message (``TurnOrdering.run``): nothing is kept across messages,
 neither in the process nor in Redis. The runs of a message happen one after the other, in one
@@ -35,7 +38,17 @@ from typing import Any
 from focal.models import utc_now
 from focal.tools.models import ToolOutcome
 
-__all__ = ["MadeCall", "MemoRun", "ToolMemo", "call_key"]
+__all__ = ["MadeCall", "MemoRun", "SentCall", "ToolMemo", "call_key"]
+
+
+@dataclass(frozen=True)
+class SentCall:
+    """What a sent call was asked with, kept with its outcome for ``MemoRun.not_repeated``:
+    ``details`` is the caller's own description of it (the turn keeps its source and round)."""
+
+    tool: str
+    arguments: Any
+    details: Any = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,7 @@ class MadeCall:
     outcome: ToolOutcome
     made_at: datetime
     reused: bool = False
+    sent: SentCall | None = None
 
 
 def call_key(tool: str, arguments: Any) -> str:
@@ -77,8 +91,16 @@ class MemoRun:
         self._memo = memo
         self._claimed: Counter[str] = Counter()
 
-    async def call(self, tool: str, arguments: Any, send: Callable[[], Awaitable[ToolOutcome]]) -> MadeCall:
-        """The outcome of the call: an earlier run's, or ``send()``'s, which is then kept."""
+    async def call(
+        self,
+        tool: str,
+        arguments: Any,
+        send: Callable[[], Awaitable[ToolOutcome]],
+        *,
+        details: Any = None,
+    ) -> MadeCall:
+        """The outcome of the call: an earlier run's, or ``send()``'s, which is then kept (with
+        ``details``, the caller's description of the call, for ``not_repeated``)."""
         key = call_key(tool, arguments)
         # Claimed before the first await: concurrent calls of one round each get their own index.
         index = self._claimed[key]
@@ -89,5 +111,15 @@ class MemoRun:
             return MadeCall(earlier.outcome, earlier.made_at, reused=True)
         sent_at = utc_now()
         outcome = await send()
-        made[index] = MadeCall(outcome, sent_at)
+        made[index] = MadeCall(outcome, sent_at, sent=SentCall(tool, arguments, details))
         return made[index]
+
+    def not_repeated(self) -> list[MadeCall]:
+        """The calls earlier runs sent that this run has not made (again), in the order of their
+        keys' first call and then of their index."""
+        return [
+            made[index]
+            for key, made in self._memo._made.items()
+            for index in sorted(made)
+            if index >= self._claimed[key]
+        ]

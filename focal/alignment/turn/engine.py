@@ -362,6 +362,7 @@ class TurnEngine:
         session.status = SessionStatus.ACTIVE
         handoff = handoff_rules(matches)
         hand_over(session, handoff)
+        self._tool_runner.record_not_repeated(ledger)  # calls of lost runs this one did not make
         answered = Answered(
             reply,
             answer_embedding,

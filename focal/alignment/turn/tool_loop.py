@@ -33,8 +33,8 @@ host, status, latency), and the failure of the turn is logged too.
 (``ordering.py``, ``enqueue``) does not send again a call an earlier run of it made: the same
 tool with the same arguments gets the earlier outcome (``focal.tools.memo``), and its entry says
 ``reused: true`` (its latency is that of the call when it was made). A call with other arguments
-is sent. Only the last run's calls are recorded: a call of a lost run that the last run did not
-ask for again is in the executor's log only.
+is sent. The calls earlier runs made that the last run did not ask for again are recorded after
+its own, marked ``not_repeated: true`` (``ToolRunner.record_not_repeated``).
 """
 
 from __future__ import annotations
@@ -86,6 +86,8 @@ class ToolExecution:
     error: str | None
     result: JsonValue
     reused: bool = False  # made by an earlier run of the same message (focal.tools.memo)
+    # made by an earlier run of the same message, which the run that answered did not ask for
+    not_repeated: bool = False
 
     def record(self) -> dict[str, JsonValue]:
         """The entry of ``TurnRecord.tools_executed``."""
@@ -101,6 +103,7 @@ class ToolExecution:
             "error": self.error,
             "result": self.result,
             "reused": self.reused,
+            "not_repeated": self.not_repeated,
         }
 
     def event(self) -> dict[str, JsonValue]:
@@ -115,6 +118,7 @@ class ToolExecution:
             "http_status": self.http_status,
             "error": self.error,
             "reused": self.reused,
+            "not_repeated": self.not_repeated,
         }
 
 
@@ -195,11 +199,27 @@ class ToolRunner:
             message = "invalid arguments: " + "; ".join(errors)
             made = MadeCall(ToolOutcome(status="invalid", content=message, error=message), utc_now())
         else:
-            made = await ledger.memo.call(tool.name, arguments, lambda: self._execute(tool, arguments))
+            made = await ledger.memo.call(
+                tool.name,
+                arguments,
+                lambda: self._execute(tool, arguments),
+                details=(call_id, source, round_number),
+            )
         self._record(
             ledger, call_id, tool.name, source, round_number, arguments, made.outcome, reused=made.reused
         )
         return made
+
+    def record_not_repeated(self, ledger: ToolLedger) -> None:
+        """Add to ``ledger`` the calls earlier runs of the message sent and this run did not make
+        (``not_repeated``): they happened, so the turn record lists them."""
+        for made in ledger.memo.not_repeated():
+            assert made.sent is not None  # kept only by MemoRun.call, with what it was sent with
+            call_id, source, round_number = made.sent.details
+            sent, outcome = made.sent, made.outcome
+            self._record(
+                ledger, call_id, sent.tool, source, round_number, sent.arguments, outcome, not_repeated=True
+            )
 
     def refuse(self, ledger: ToolLedger, call: ToolCall, round_number: int, message: str) -> ToolResult:
         """A model's call that is not sent at all (unknown tool, too many calls)."""
@@ -229,6 +249,7 @@ class ToolRunner:
         outcome: ToolOutcome,
         *,
         reused: bool = False,
+        not_repeated: bool = False,
     ) -> None:
         cap = self.settings.record_result_bytes
         ledger.calls.append(
@@ -244,6 +265,7 @@ class ToolRunner:
                 error=storable(outcome.error),
                 result=capped(outcome.result, cap),
                 reused=reused,
+                not_repeated=not_repeated,
             )
         )
 

@@ -66,3 +66,22 @@ async def test_a_call_that_raised_is_not_kept() -> None:
         await memo.run().call("t", {}, broken)
     made = await memo.run().call("t", {}, sender(sent, "sent"))
     assert (made.reused, sent) == (False, ["sent"])
+
+
+async def test_the_calls_earlier_runs_made_that_a_run_did_not_make_again_are_listed() -> None:
+    memo, sent = ToolMemo(), []
+    first = memo.run()
+    await first.call("t", {"a": 1}, sender(sent, "a1"), details="round 1")
+    await first.call("t", {"a": 1}, sender(sent, "a1-again"), details="round 1, twice")
+    await first.call("u", {}, sender(sent, "u"), details="round 2")
+    assert first.not_repeated() == []  # its own calls are not "earlier"
+
+    second = memo.run()
+    await second.call("t", {"a": 1}, sender(sent, "never sent"))  # reuses the first of the two
+    await second.call("v", {}, sender(sent, "v"))
+    listed = second.not_repeated()
+    assert [(m.sent.tool, m.sent.details, m.outcome.content) for m in listed if m.sent] == [
+        ("t", "round 1, twice", "a1-again"),
+        ("u", "round 2", "u"),
+    ]
+    assert sent == ["a1", "a1-again", "u", "v"]

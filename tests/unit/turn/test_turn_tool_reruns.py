@@ -168,9 +168,18 @@ async def test_a_run_that_asks_other_arguments_makes_that_call(rerun: Rerun, sho
 
     assert [label["order_number"] for label in shop.labels] == ["FD-10234", "FD-10235"]
     (turn,) = [t for t in await _turns(rerun, session_id) if t.turn_number == 2]
-    # Only the last run's calls are recorded; the lost run's call is in the executor's log.
-    assert [(t["arguments"], t["reused"], t["result"]["label_id"]) for t in turn.tools_executed] == [
-        ({"order_number": "FD-10235"}, False, "LBL-2")
+    # The lost run's call happened too: the record lists it after the answering run's own calls.
+    assert [
+        (t["call_id"], t["arguments"], t["reused"], t["not_repeated"], t["result"]["label_id"])
+        for t in turn.tools_executed
+    ] == [
+        ("kept_1", {"order_number": "FD-10235"}, False, False, "LBL-2"),
+        ("lost_1", {"order_number": "FD-10234"}, False, True, "LBL-1"),
+    ]
+    events = await rerun.stack.audit_store.list_events(rerun.tenant, event_type="tool_called")
+    assert sorted((e.event_data["call_id"], e.event_data["not_repeated"]) for e in events) == [
+        ("kept_1", False),
+        ("lost_1", True),
     ]
 
 
@@ -196,10 +205,10 @@ async def test_every_run_of_a_message_reuses_the_first_runs_calls(rerun: Rerun, 
     # Run 1 asked for two labels of FD-10234 (both made), run 2 reused one, run 3 both.
     assert [label["order_number"] for label in shop.labels] == ["FD-10234", "FD-10234", "FD-10235"]
     (turn,) = [t for t in await _turns(rerun, session_id) if t.turn_number == 2]
-    assert [(t["call_id"], t["reused"]) for t in turn.tools_executed] == [
-        ("c1", True),
-        ("c2", True),
-        ("c3", False),
+    assert [(t["call_id"], t["reused"], t["not_repeated"]) for t in turn.tools_executed] == [
+        ("c1", True, False),
+        ("c2", True, False),
+        ("c3", False, False),
     ]
     assert sorted(t["result"]["label_id"] for t in turn.tools_executed) == ["LBL-1", "LBL-2", "LBL-3"]
 
