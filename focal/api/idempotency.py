@@ -8,9 +8,9 @@ is not Unicode (``RequestTextMiddleware``). For a POST carrying the header:
 - The tenant comes from the bearer token, as for the route. Without a valid token the request
   passes through untouched (it gets its 401; nothing is stored). An invalid key (not 1..255
   printable ASCII characters) is a 422 ``invalid_idempotency_key`` and runs nothing.
-- Keys are per tenant and per route (method and path): the same key on another route is another
-  key. The request's *fingerprint* is a SHA-256 of its query string and its body (JSON bodies in
-  canonical form: key order and whitespace do not matter).
+- Keys are per tenant and per route (method and path, UUIDs in any case): the same key on another
+  route is another key. The request's *fingerprint* is a SHA-256 of its query string and its body
+  (JSON bodies in canonical form: key order and whitespace do not matter).
 - First use: the key is reserved *in flight* (``FOCAL_IDEMPOTENCY__IN_FLIGHT_SECONDS``) and the
   request runs. Its response is stored (before its last byte is sent, so a client that retries as
   soon as it has the response gets the replay) for ``FOCAL_IDEMPOTENCY__TTL_SECONDS`` (24 h) when it is a
@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -207,7 +208,7 @@ class IdempotencyMiddleware:
             await self.app(scope, _replay_body(body, receive), send)
             return
         store: IdempotencyStore = services.idempotency_store
-        route = f"POST {scope['path']}"
+        route = f"POST {_uuids_lowercased(scope['path'])}"
         fingerprint = request_fingerprint(scope.get("query_string", b""), body)
         try:
             reservation = await store.reserve(
@@ -310,6 +311,16 @@ class IdempotencyMiddleware:
                 route=route,
                 in_flight_seconds=self.settings.in_flight_seconds,
             )
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _uuids_lowercased(path: str) -> str:
+    """The path with its UUIDs in lower case: the routes read them in any case, so
+    ``/v1/agents/ABC.../chat`` is the same route as ``/v1/agents/abc.../chat`` for a key too.
+    Other segments keep their case (a channel's user id may differ by case alone)."""
+    return _UUID.sub(lambda match: match.group(0).lower(), path)
 
 
 def _tenant(scope: Scope) -> UUID | None:

@@ -153,6 +153,22 @@ async def test_a_final_client_error_is_replayed(control_api: ControlApi) -> None
     )
 
 
+async def test_a_path_whose_ids_differ_only_in_case_is_the_same_route(control_api: ControlApi) -> None:
+    """The routes read a UUID in any case: a retry that writes it in capitals (another client
+    library, a proxy) must get the replay, not run the turn a second time."""
+    api = control_api
+    agent = await api.agent()
+    api.llm.enqueue("Once.")
+    first = await api.chat(agent["id"], "only once", headers=KEY)
+    assert first.status_code == 200
+    body = {"channel": "WEB", "user_channel_id": "visitor-1", "message": "only once"}
+    shouted = await api.client.post(
+        f"/v1/agents/{agent['id'].upper()}/chat", json=body, headers={**api.headers, **KEY}
+    )
+    assert (shouted.status_code, shouted.headers.get("idempotent-replayed")) == (200, "true")
+    assert shouted.content == first.content and len(api.llm.calls) == 1 and await _turn_count(api) == 1
+
+
 async def test_a_created_object_is_created_once_and_replayed_with_its_etag(control_api: ControlApi) -> None:
     api = control_api
     responses = [
