@@ -38,7 +38,7 @@ import httpx
 
 from focal.audit.models import AuditEvent
 from focal.audit.stores.store import AuditStore
-from focal.errors import InvalidDataError
+from focal.errors import InvalidDataError, StaleRevisionError
 from focal.logging import get_logger
 from focal.models import JsonDict, utc_now
 from focal.settings import WebhookSettings
@@ -272,7 +272,18 @@ class WebhookDispatcher:
                 "lease_until": next_at + timedelta(seconds=self.options.lease_seconds) if next_at else None,
             }
         )
-        saved = await self._store.update_delivery(progressed)
+        try:
+            saved = await self._store.update_delivery(progressed, held_lease=delivery.lease_until)
+        except StaleRevisionError:
+            # This process stalled past its lease and a sweep gave the delivery to another one,
+            # whose attempts stand; this attempt was made (the receiver dedupes by webhook-id).
+            _log.warning(
+                "webhook delivery taken over",
+                tenant_id=str(delivery.tenant_id),
+                delivery_id=str(delivery.id),
+                status_code=outcome.status_code,
+            )
+            return delivery, None
         if status is DeliveryStatus.FAILED:  # an operator must hear of an event nobody received
             _log.error(
                 "webhook delivery failed",

@@ -7,11 +7,11 @@ from datetime import datetime
 from uuid import UUID
 
 from focal.alignment.stores.revisions import stale_revision
-from focal.errors import ConflictError, NotFoundError
+from focal.errors import ConflictError, NotFoundError, StaleRevisionError
 from focal.models import utc_now
 from focal.validation import check_limit, snapshot
 from focal.webhooks.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEventType
-from focal.webhooks.store import WebhookStore, check_delivery, check_endpoint
+from focal.webhooks.store import WebhookStore, check_delivery, check_endpoint, lease_taken_over
 
 
 class InMemoryWebhookStore(WebhookStore):
@@ -109,11 +109,15 @@ class InMemoryWebhookStore(WebhookStore):
             delivery.lease_until = lease_until
         return [snapshot(d) for d in due[:limit]]
 
-    async def update_delivery(self, delivery: WebhookDelivery) -> WebhookDelivery:
+    async def update_delivery(
+        self, delivery: WebhookDelivery, *, held_lease: datetime | None = None
+    ) -> WebhookDelivery:
         check_delivery(delivery)
         current = self._deliveries.get(delivery.id)
         if current is None or current.tenant_id != delivery.tenant_id:
             raise NotFoundError(f"webhook delivery {delivery.id} not found")
+        if held_lease is not None and current.lease_until != held_lease:
+            raise StaleRevisionError(lease_taken_over(delivery.id))
         stored = snapshot(current)
         for name in (
             "status",

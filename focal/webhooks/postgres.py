@@ -14,11 +14,11 @@ import asyncpg
 
 from focal.alignment.stores.revisions import stale_revision
 from focal.db.translate import translate_pg_errors
-from focal.errors import NotFoundError
+from focal.errors import NotFoundError, StaleRevisionError
 from focal.models import utc_now
 from focal.validation import check_limit
 from focal.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEventType
-from focal.webhooks.store import WebhookStore, check_delivery, check_endpoint
+from focal.webhooks.store import WebhookStore, check_delivery, check_endpoint, lease_taken_over
 
 __all__ = ["PostgresWebhookStore"]
 
@@ -168,18 +168,24 @@ class PostgresWebhookStore(WebhookStore):
             )
         return sorted((_delivery(row) for row in rows), key=lambda d: (d.next_attempt_at, d.id))
 
-    async def update_delivery(self, delivery: WebhookDelivery) -> WebhookDelivery:
+    async def update_delivery(
+        self, delivery: WebhookDelivery, *, held_lease: datetime | None = None
+    ) -> WebhookDelivery:
         check_delivery(delivery)
         d = delivery
         with translate_pg_errors("update_webhook_delivery", tenant_id=d.tenant_id):
             row = await self._pool.fetchrow(
                 "UPDATE webhook_deliveries SET status = $3, attempts = $4, next_attempt_at = $5, "
                 "lease_until = $6, last_status_code = $7, last_error = $8, updated_at = $9 "
-                f"WHERE tenant_id = $1 AND id = $2 RETURNING {_DELIVERY_COLUMNS}",
+                "WHERE tenant_id = $1 AND id = $2 "
+                "AND ($10::timestamptz IS NULL OR lease_until IS NOT DISTINCT FROM $10) "
+                f"RETURNING {_DELIVERY_COLUMNS}",
                 d.tenant_id, d.id, d.status.value, d.attempts, d.next_attempt_at, d.lease_until,
-                d.last_status_code, d.last_error, utc_now(),
+                d.last_status_code, d.last_error, utc_now(), held_lease,
             )  # fmt: skip
         if row is None:
+            if held_lease is not None and await self.get_delivery(d.tenant_id, d.id) is not None:
+                raise StaleRevisionError(lease_taken_over(d.id))
             raise NotFoundError(f"webhook delivery {d.id} not found")
         return _delivery(row)
 

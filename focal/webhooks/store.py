@@ -18,7 +18,10 @@ Rules every backend follows (proven by ``tests/contract/test_webhook_store.py``)
   due at ``now`` (``next_attempt_at <= now``) whose lease is absent or over, sets their lease to
   ``lease_until`` and returns them; concurrent claims never return the same delivery;
 - ``update_delivery`` writes a delivery's progress (status, attempts, next attempt, lease, last
-  status code and error; ``updated_at``); ``NotFoundError`` when it is gone;
+  status code and error; ``updated_at``); ``NotFoundError`` when it is gone. With ``held_lease``
+  (the ``lease_until`` the writer holds) it writes only while the stored lease is still that one:
+  a process that stalled past its lease, whose delivery a sweep gave to another process, gets
+  ``StaleRevisionError`` and changes nothing (the other process's attempts stand);
 - ``list_deliveries`` orders by ``created_at`` descending, then id; ``limit`` is 1..1000
   (``InvalidDataError``). Text that no store can keep (NUL, lone surrogates) is an
   ``InvalidDataError`` and changes nothing.
@@ -34,7 +37,11 @@ from uuid import UUID
 from focal.validation import check_storable
 from focal.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEventType
 
-__all__ = ["WebhookStore", "check_delivery", "check_endpoint"]
+__all__ = ["WebhookStore", "check_delivery", "check_endpoint", "lease_taken_over"]
+
+
+def lease_taken_over(delivery_id: UUID) -> str:
+    return f"webhook delivery {delivery_id}: its lease was taken over by another process"
 
 
 def check_endpoint(endpoint: WebhookEndpoint) -> None:
@@ -79,7 +86,9 @@ class WebhookStore(ABC):
     ) -> list[WebhookDelivery]: ...
 
     @abstractmethod
-    async def update_delivery(self, delivery: WebhookDelivery) -> WebhookDelivery: ...
+    async def update_delivery(
+        self, delivery: WebhookDelivery, *, held_lease: datetime | None = None
+    ) -> WebhookDelivery: ...
 
     @abstractmethod
     async def get_delivery(self, tenant_id: UUID, delivery_id: UUID) -> WebhookDelivery | None: ...

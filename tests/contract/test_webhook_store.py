@@ -230,3 +230,36 @@ async def test_update_records_progress_and_lists_newest_first(store: WebhookStor
         await store.update_delivery(progressed.model_copy(update={"tenant_id": new_tenant()}))
     with pytest.raises(NotFoundError):
         await store.update_delivery(delivery(target))  # never added
+
+
+async def test_an_update_under_a_lease_taken_over_is_refused_and_changes_nothing(store: WebhookStore) -> None:
+    """A process stalled past its lease: a sweep gave the delivery to another process. The stalled
+    one's late write (``held_lease`` = its old lease) must not overwrite the new holder's progress."""
+    tenant = new_tenant()
+    target = await store.create_endpoint(endpoint(tenant))
+    now = utc_now() - timedelta(seconds=1)
+    first_lease = now + timedelta(minutes=1)
+    created = delivery(target, next_attempt_at=now, lease_until=first_lease)
+    await store.add_deliveries([created])
+    later = now + timedelta(minutes=2)  # the first lease is over
+    taken = [
+        d for d in await store.claim_due(now=later, lease_until=later + timedelta(minutes=1), limit=1000)
+    ]
+    (second,) = [d for d in taken if d.id == created.id]
+
+    done = {"attempts": 1, "status": DeliveryStatus.DELIVERED, "lease_until": None}
+    late = created.model_copy(update=done)
+    with pytest.raises(StaleRevisionError):
+        await store.update_delivery(late, held_lease=first_lease)
+    stored = await store.get_delivery(tenant, created.id)
+    assert stored is not None and (stored.status, stored.attempts) == (DeliveryStatus.PENDING, 0)
+    assert stored.lease_until == second.lease_until
+
+    progressed = second.model_copy(
+        update={"attempts": 1, "status": DeliveryStatus.DELIVERED, "lease_until": None}
+    )
+    saved = await store.update_delivery(progressed, held_lease=second.lease_until)
+    assert (saved.status, saved.attempts, saved.lease_until) == (DeliveryStatus.DELIVERED, 1, None)
+    gone = delivery(target)
+    with pytest.raises(NotFoundError):
+        await store.update_delivery(gone, held_lease=first_lease)

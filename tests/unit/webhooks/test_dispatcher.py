@@ -72,6 +72,37 @@ async def test_shutdown_leaves_the_delivery_to_another_processs_sweep() -> None:
     assert all(r.signature_error is None for r in received)
 
 
+async def test_a_process_that_stalled_past_its_lease_does_not_overwrite_the_new_holder() -> None:
+    """Both attempts reach the receiver (at least once); only the process holding the lease now
+    records its outcome: the stalled one's late write is refused and logged."""
+    receiver = WebhookReceiver(hold=threading.Event())
+    assert receiver.hold is not None
+    with serve_receiver(receiver) as url:
+        store, audit, endpoint = await _setup(url, receiver)
+        options = replace(FAST, lease_seconds=1.0)
+        async with httpx.AsyncClient() as client_a, httpx.AsyncClient() as client_b:
+            stalled = WebhookDispatcher(store, audit, client_a, options)
+            (delivery,) = await stalled.emit(endpoint.tenant_id, HANDOFF, {"n": 1})
+            assert await asyncio.to_thread(receiver.arrived.wait, 10)  # its attempt hangs there
+            other = WebhookDispatcher(store, audit, client_b, options)
+            deadline = time.monotonic() + 10
+            while await other.sweep_once() == 0:  # the stalled process's lease runs out
+                assert time.monotonic() < deadline, "the delivery was never taken over"
+                await asyncio.sleep(0.02)
+            with capture_logs() as logs:
+                receiver.hold.set()  # both attempts are answered now
+                await stalled.wait_idle()
+                await other.wait_idle()
+            await stalled.aclose()
+            await other.aclose()
+    done = await store.get_delivery(endpoint.tenant_id, delivery.id)
+    assert done is not None and (done.status, done.attempts) == (DeliveryStatus.DELIVERED, 1)
+    assert len(receiver.snapshot()) == 2
+    taken = [log for log in logs if log["event"] == "webhook delivery taken over"]
+    assert [log["delivery_id"] for log in taken] == [str(delivery.id)]
+    assert len(await audit.list_events(endpoint.tenant_id, event_type=ATTEMPT_EVENT)) == 1
+
+
 @pytest.mark.parametrize("change", ["disable", "delete", "url_no_longer_allowed"])
 async def test_an_endpoint_changed_before_the_attempt_gets_nothing(change: str) -> None:
     receiver = WebhookReceiver()
