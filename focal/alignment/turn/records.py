@@ -98,8 +98,8 @@ def build_writes(
         tools=[call.record() for call in answered.tool_calls],
     )
     extra = [answered.relevance.event()] if answered.relevance is not None else []
-    events = build_events(record, answered.matches, answered.outcome, reply, extra)
-    events += acting_events(record, answered)
+    found = outcome_event_data(answered.matches, answered.outcome, reply, extra)
+    events = turn_events(record, found + acting_event_data(answered))
     variables = answered.variables
     return TurnWrites(
         session=session,
@@ -113,14 +113,8 @@ def build_writes(
     )
 
 
-def acting_events(record: TurnRecord, answered: Answered) -> list[AuditEvent]:
-    """One ``tool_called`` event per tool call and one ``variable_set`` per value the turn set."""
-    found: list[tuple[str, dict[str, Any]]] = [("tool_called", call.event()) for call in answered.tool_calls]
-    if answered.variables is not None:
-        found += [
-            ("variable_set", {"name": change.name, "source": change.source})
-            for change in answered.variables.changes
-        ]
+def turn_events(record: TurnRecord, found: list[tuple[str, dict[str, Any]]]) -> list[AuditEvent]:
+    """The turn's audit events, one per (event type, data), each carrying the turn number."""
     with refused_as_invalid_data("an audit event"):
         return [
             AuditEvent(
@@ -134,13 +128,25 @@ def acting_events(record: TurnRecord, answered: Answered) -> list[AuditEvent]:
         ]
 
 
-def build_events(
-    record: TurnRecord,
+def acting_event_data(answered: Answered) -> list[tuple[str, dict[str, Any]]]:
+    """One ``tool_called`` event per tool call and one ``variable_set`` per value the turn set."""
+    found: list[tuple[str, dict[str, Any]]] = [("tool_called", call.event()) for call in answered.tool_calls]
+    if answered.variables is not None:
+        found += [
+            ("variable_set", {"name": change.name, "source": change.source})
+            for change in answered.variables.changes
+        ]
+    return found
+
+
+def outcome_event_data(
     matches: list[RuleMatch],
     outcome: ScenarioOutcome,
     reply: Reply,
     extra: list[tuple[str, dict[str, Any]]] | None = None,
-) -> list[AuditEvent]:
+) -> list[tuple[str, dict[str, Any]]]:
+    """The events of what the turn matched and answered: ``extra`` first, then rules, the
+    scenario, constraints, a provider error and the template used."""
     found: list[tuple[str, dict[str, Any]]] = list(extra or [])
     found += [
         ("rule_matched", {"rule_id": str(m.rule.id), "name": m.rule.name, "score": round(m.score, 4)})
@@ -168,17 +174,7 @@ def build_events(
                 },
             )
         )
-    with refused_as_invalid_data("an audit event"):
-        return [
-            AuditEvent(
-                tenant_id=record.tenant_id,
-                session_id=record.session_id,
-                turn_id=record.id,
-                event_type=event_type,
-                event_data={"turn_number": record.turn_number, **data},
-            )
-            for event_type, data in found
-        ]
+    return found
 
 
 def scenario_position(outcome: ScenarioOutcome) -> ScenarioPosition | None:
