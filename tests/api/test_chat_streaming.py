@@ -25,7 +25,7 @@ from focal.providers.llm.scripted import ScriptedLLMProvider, ScriptedReply
 from focal.providers.llm.types import ToolCall
 from tests.api.conftest import ApiHarness
 from tests.api.control_support import GatedLLM
-from tests.api.sse_support import deltas, parse_events, read_events
+from tests.api.sse_support import Event, deltas, parse_events, read_events
 from tests.loopback import serve_in_this_loop
 from tests.support import until
 from tests.tool_server import ToolServer
@@ -56,6 +56,14 @@ def _scripted(api: ApiHarness, *replies: ScriptedReply | str) -> ScriptedLLMProv
     provider = ScriptedLLMProvider(replies)
     api.services.llm_provider = provider
     return provider
+
+
+async def _streamed(api: ApiHarness, agent_id: str) -> list[Event]:
+    """The events of one streamed chat of ``MESSAGE``, read to the end."""
+    response = await api.client.post(
+        f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
+    )
+    return parse_events(response.text)
 
 
 async def _trail(api: ApiHarness) -> tuple[list[Any], list[Any]]:
@@ -93,13 +101,7 @@ async def test_streamed_text_is_trimmed_like_the_recorded_answer(api: ApiHarness
     agent_id = await _agent(api)
     _scripted(api, ScriptedReply(text="  \nHello  there \n ", chunks=["  \n", "Hello ", " there", " \n "]))
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     assert "".join(deltas(events)) == events[-1].data["response"] == "Hello  there"
 
@@ -123,13 +125,7 @@ async def test_an_exclusive_template_is_one_delta_and_no_model_call(api: ApiHarn
     )
     provider = _scripted(api)  # no reply queued: any model call would fail the test
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     assert [e.name for e in events] == ["delta", "done"]
     assert deltas(events) == ["We are open 9 to 5."]
@@ -164,13 +160,7 @@ async def test_a_failure_mid_stream_without_fallback_is_an_error_event_and_write
         ),
     )
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     assert [e.name for e in events] == ["delta", "error"]
     assert events[-1].data["status"] == 503
@@ -193,13 +183,7 @@ async def test_a_failure_mid_stream_is_completed_by_the_fallback_template(api: A
         ),
     )
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     assert deltas(events) == ["Your order", "\n\nSorry, please try again in a minute."]
     done = events[-1]
@@ -215,13 +199,7 @@ async def test_text_no_store_can_keep_is_never_sent(api: ApiHarness) -> None:
     agent_id = await _agent(api)
     _scripted(api, ScriptedReply(text="ok\x00no", chunks=["ok", "\x00no"]))
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     assert deltas(events) == ["ok"]
     assert events[-1].name == "error" and events[-1].data["status"] == 502
@@ -273,13 +251,7 @@ async def test_a_streamed_tool_turn_hands_out_every_request_and_calls_the_tool_o
         call = ToolCall(id="c1", name="lookup_order", arguments={"order_number": "FD-10234"})
         _scripted(api, ScriptedReply(text="Let me look.", tool_calls=[call]), "It was delivered.")
 
-        events = parse_events(
-            (
-                await api.client.post(
-                    f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-                )
-            ).text
-        )
+        events = await _streamed(api, agent_id)
 
         assert shop.paths() == ["/orders/FD-10234"]
     finally:
@@ -314,13 +286,7 @@ async def test_an_answer_checked_by_a_hard_constraint_is_handed_out_once_it_pass
         ScriptedReply(text="Your order ships today.", chunks=["Your order ", "ships today."]),
     )
 
-    events = parse_events(
-        (
-            await api.client.post(
-                f"/v1/agents/{agent_id}/chat", json={**MESSAGE, "stream": True}, headers=api.headers
-            )
-        ).text
-    )
+    events = await _streamed(api, agent_id)
 
     # buffered: nothing of the violating first answer was sent, the compliant one in one piece
     assert deltas(events) == ["Your order ships today."]
