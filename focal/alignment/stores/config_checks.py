@@ -100,6 +100,14 @@ def checked_status(status: MigrationPlanStatus | str | None) -> MigrationPlanSta
     return None if status is None else as_enum(MigrationPlanStatus, status, "migration plan status")
 
 
+def in_scopes(rule: Rule, scopes: Sequence[tuple[Scope, UUID | None]]) -> bool:
+    """``rule`` is admitted by the scope selector ``scopes`` (as every backend's rule search and
+    ``get_hard_constraints`` admit it): a pair with ``None`` admits every rule of that scope."""
+    return any(
+        rule.scope is scope and (scope_id is None or rule.scope_id == scope_id) for scope, scope_id in scopes
+    )
+
+
 def checked_scopes(
     scopes: Sequence[tuple[Scope | str, UUID | None]] | None,
 ) -> list[tuple[Scope, UUID | None]] | None:

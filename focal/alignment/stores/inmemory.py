@@ -217,10 +217,7 @@ class InMemoryConfigStore(InMemoryToolDefinitions, ConfigStore):
                 continue
             if embedding_model is not None and row.embedding_model != embedding_model:
                 continue
-            if selector is not None and not any(
-                row.scope is scope and (scope_id is None or row.scope_id == scope_id)
-                for scope, scope_id in selector
-            ):
+            if selector is not None and not checks.in_scopes(row, selector):
                 continue
             score = score_of(row.embedding)
             if score >= min_score:
@@ -237,13 +234,7 @@ class InMemoryConfigStore(InMemoryToolDefinitions, ConfigStore):
             for row in self._children(self._rules, tenant_id, agent_id)
             if row.enabled
             and row.is_hard_constraint
-            and (
-                selector is None
-                or any(
-                    row.scope is scope and (scope_id is None or row.scope_id == scope_id)
-                    for scope, scope_id in selector
-                )
-            )
+            and (selector is None or checks.in_scopes(row, selector))
         ]
         rows.sort(key=lambda row: (-row.priority, row.created_at, row.id))
         # Shallow copy without the vector first: deep-copying 1536 floats only to drop them is waste.

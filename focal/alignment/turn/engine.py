@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from focal.alignment.models import Rule
+from focal.alignment.stores.config_checks import in_scopes
 from focal.alignment.stores.config_store import ConfigStore
 from focal.alignment.turn.answer import AnswerContext, Answerer
 from focal.alignment.turn.checks import TurnChecks
@@ -84,7 +85,6 @@ from focal.alignment.turn.relevance import RelevanceCheck
 from focal.alignment.turn.retrieval import (
     RuleMatch,
     admitted_scopes,
-    in_scopes,
     record_fires,
     retrieve_rules,
 )

@@ -6,7 +6,7 @@ them all at once; the others chain on what they need:
 
 - from the request alone: the agent, the session, the message's embedding, the customer's profile,
   the agent's variable definitions, and the agent's hard constraints (of every scope: the turn
-  keeps those of the scope it answers from, ``retrieval.in_scopes``, once its scenario move is
+  keeps those of the scope it answers from, ``config_checks.in_scopes``, once its scenario move is
   known, so the read does not wait for the move);
 - once the session is known: the scenario definitions its move needs (``scenario
   .read_definitions``) and the history;

@@ -71,14 +71,6 @@ def admitted_scopes(scenario_id: UUID | None, step_id: UUID | None) -> list[tupl
     return scopes
 
 
-def in_scopes(rule: Rule, scopes: list[tuple[Scope, UUID | None]]) -> bool:
-    """``rule`` is admitted by ``scopes``, as ``ConfigStore.get_hard_constraints`` admits it: a pair
-    with ``None`` admits every rule of that scope."""
-    return any(
-        rule.scope is scope and (scope_id is None or rule.scope_id == scope_id) for scope, scope_id in scopes
-    )
-
-
 def rule_is_spent(rule: Rule, session: Session, turn_number: int) -> bool:
     """True when the rule reached its fire limit or is still cooling down in this session."""
     key = str(rule.id)

@@ -10,8 +10,9 @@ from uuid import UUID, uuid4
 import pytest
 
 from focal.alignment.models import Rule, Scope
+from focal.alignment.stores.config_checks import in_scopes
 from focal.alignment.turn import TurnConfig
-from focal.alignment.turn.retrieval import admitted_scopes, in_scopes
+from focal.alignment.turn.retrieval import admitted_scopes
 from focal.conversation.models import Channel
 from focal.errors import NotFoundError
 from focal.profile.models import CustomerProfile
